@@ -1,0 +1,48 @@
+"""Shared math: schedules, paths, conversions, losses, dynamics and solvers."""
+
+from imgflow.core.broadcast import batch_times, expand_like
+from imgflow.core.conversions import PREDICTIONS, SINGULAR_AT, convert
+from imgflow.core.distributions import Sampleable, StandardNormal
+from imgflow.core.dynamics import (
+    ODE,
+    SDE,
+    ClassifierFreeGuidance,
+    ConditionalVectorFieldODE,
+    ConditionalVectorFieldSDE,
+    InterpolantSDE,
+    LangevinFlowSDE,
+    LearnedVectorFieldODE,
+    ModelField,
+)
+from imgflow.core.losses import (
+    LOSSES,
+    flow_matching_loss,
+    interpolant_loss,
+    noise_prediction_loss,
+    per_sample_reduce,
+    score_matching_loss,
+)
+from imgflow.core.paths import GaussianPath, InterpolantPath, LinearPath
+from imgflow.core.schedules import (
+    CallableSchedule,
+    CosineSchedule,
+    LinearSchedule,
+    Schedule,
+    SqrtSchedule,
+    schedule_from_name,
+)
+from imgflow.core.solvers import (
+    SOLVERS,
+    AdaptiveSolver,
+    EulerMaruyamaSolver,
+    EulerSolver,
+    ExplicitRungeKutta,
+    HeunSolver,
+    MidpointSolver,
+    RK4Solver,
+    Solver,
+    make_solver,
+)
+from imgflow.core.time_grids import uniform_time_grid
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,247 @@
+"""Fixed-step and adaptive solvers for `ODE` and `SDE` dynamics, with NFE counting.
+
+A time grid `ts` is a 1-D tensor (T,) shared by the batch; it may decrease (integrating
+backwards). `simulate` returns the state at ts[-1]; `simulate_with_trajectory` returns the
+states at every grid time, shape (B, T, ...). After either call `solver.nfe` holds the number
+of drift evaluations that call made (one evaluation of a batch counts once).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from imgflow.core.dynamics import ODE, SDE
+
+#: draws standard-normal noise shaped like its argument
+NoiseSource = Callable[[Tensor], Tensor]
+
+_SINGULAR_TOL = 1e-9
+
+
+class Solver(ABC):
+    """Common loop: validate the grid, count evaluations, step from ts[i] to ts[i+1]."""
+
+    #: fractions of a step at which the drift is evaluated (the Butcher c's)
+    stage_offsets: tuple[float, ...] = (0.0,)
+
+    def __init__(self, dynamics: ODE | SDE, progress: bool = False) -> None:
+        self.dynamics = dynamics
+        self.progress = progress
+        self.nfe = 0
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """One counted evaluation of the drift at a scalar time t for the whole batch."""
+        self.nfe += 1
+        return self.dynamics.drift_coefficient(x, t.expand(x.shape[0]))
+
+    @abstractmethod
+    def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:
+        """Advance x from time t by h (0-d tensors)."""
+
+    def evaluation_times(self, ts: Tensor) -> Tensor:
+        """Every time at which this solver evaluates the dynamics on the grid ts."""
+        h = ts[1:] - ts[:-1]
+        c = torch.tensor(self.stage_offsets, dtype=ts.dtype, device=ts.device)
+        return (ts[:-1, None] + c[None, :] * h[:, None]).reshape(-1)
+
+    def _check_grid(self, ts: Tensor) -> None:
+        if ts.dim() != 1 or ts.numel() < 2:
+            raise ValueError(f"time grid must be 1-D with at least 2 points, got shape {tuple(ts.shape)}")
+        steps = ts[1:] - ts[:-1]
+        if not (torch.all(steps > 0) or torch.all(steps < 0)):
+            raise ValueError("time grid must be strictly increasing or strictly decreasing")
+        evals = self.evaluation_times(ts.double())
+        for s in self.dynamics.singular_times:
+            if torch.any((evals - s).abs() < _SINGULAR_TOL):
+                raise ValueError(
+                    f"{type(self).__name__} would evaluate {type(self.dynamics).__name__} at t={s}, "
+                    f"where it is singular; end the grid short of it, e.g. uniform_time_grid(n, t_end={s - 1e-3:g})"
+                )
+
+    def _iterate(self, x: Tensor, ts: Tensor, keep: list[Tensor] | None) -> Tensor:
+        ts = ts.to(device=x.device, dtype=x.dtype)
+        self._check_grid(ts)
+        self.nfe = 0
+        if keep is not None:
+            keep.append(x)
+        for i in tqdm(range(ts.numel() - 1), disable=not self.progress, leave=False, desc=type(self).__name__):
+            x = self.step(x, ts[i], ts[i + 1] - ts[i])
+            if keep is not None:
+                keep.append(x)
+        return x
+
+    @torch.no_grad()
+    def simulate(self, x: Tensor, ts: Tensor) -> Tensor:
+        """Integrate from ts[0] to ts[-1]; x (B, ...) -> (B, ...)."""
+        return self._iterate(x, ts, None)
+
+    @torch.no_grad()
+    def simulate_with_trajectory(self, x: Tensor, ts: Tensor) -> Tensor:
+        """Integrate and keep every grid state: (B, ...) -> (B, T, ...)."""
+        keep: list[Tensor] = []
+        self._iterate(x, ts, keep)
+        return torch.stack(keep, dim=1)
+
+
+class ExplicitRungeKutta(Solver):
+    """x' = x + h sum_i b_i k_i with k_i = f(x + h sum_j a_ij k_j, t + c_i h)."""
+
+    a: Sequence[Sequence[float]] = ((),)
+    b: Sequence[float] = (1.0,)
+
+    def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:
+        ks: list[Tensor] = []
+        for c_i, a_i in zip(self.stage_offsets, self.a):
+            xi = x
+            for a_ij, k in zip(a_i, ks):
+                if a_ij:
+                    xi = xi + (h * a_ij) * k
+            ks.append(self.drift(xi, t + c_i * h))
+        out = x
+        for b_i, k in zip(self.b, ks):
+            if b_i:
+                out = out + (h * b_i) * k
+        return out
+
+
+class EulerSolver(ExplicitRungeKutta):
+    """Forward Euler, order 1, 1 NFE per step."""
+
+    stage_offsets = (0.0,)
+    a = ((),)
+    b = (1.0,)
+
+
+class MidpointSolver(ExplicitRungeKutta):
+    """Explicit midpoint, order 2, 2 NFE per step."""
+
+    stage_offsets = (0.0, 0.5)
+    a = ((), (0.5,))
+    b = (0.0, 1.0)
+
+
+class HeunSolver(ExplicitRungeKutta):
+    """Heun (explicit trapezoid), order 2, 2 NFE per step; evaluates the step's end point."""
+
+    stage_offsets = (0.0, 1.0)
+    a = ((), (1.0,))
+    b = (0.5, 0.5)
+
+
+class RK4Solver(ExplicitRungeKutta):
+    """Classical Runge-Kutta, order 4, 4 NFE per step."""
+
+    stage_offsets = (0.0, 0.5, 0.5, 1.0)
+    a = ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0))
+    b = (1 / 6, 1 / 3, 1 / 3, 1 / 6)
+
+
+class EulerMaruyamaSolver(Solver):
+    """X' = X + f h + g sqrt(|h|) xi, xi ~ N(0, I): strong order 1/2, 1 NFE per step.
+
+    `noise` draws xi shaped like x (default: torch.randn with `generator`); pass a per-sample
+    source to make sample i independent of the batch it is drawn in. An ODE is integrated
+    with g = 0 (plain Euler).
+    """
+
+    def __init__(
+        self,
+        dynamics: SDE | ODE,
+        progress: bool = False,
+        generator: torch.Generator | None = None,
+        noise: NoiseSource | None = None,
+    ) -> None:
+        super().__init__(dynamics, progress)
+        self.generator = generator
+        self.noise = noise
+
+    def _draw(self, x: Tensor) -> Tensor:
+        if self.noise is not None:
+            return self.noise(x)
+        return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+
+    def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:
+        x_next = x + h * self.drift(x, t)
+        if not isinstance(self.dynamics, SDE):
+            return x_next
+        g = self.dynamics.diffusion_coefficient(x, t.expand(x.shape[0]))
+        return x_next + g * torch.sqrt(h.abs()) * self._draw(x)
+
+
+class AdaptiveSolver(Solver):
+    """Adaptive Runge-Kutta through torchdiffeq (dopri5 by default) with error control.
+
+    It may evaluate anywhere in [ts[0], ts[-1]], so the closed interval must avoid the
+    dynamics' singular times. `simulate` integrates ts[0] -> ts[-1]; the trajectory variant
+    reports the solution at every grid time.
+    """
+
+    def __init__(
+        self,
+        dynamics: ODE,
+        rtol: float = 1e-5,
+        atol: float = 1e-5,
+        method: str = "dopri5",
+        progress: bool = False,
+    ) -> None:
+        if isinstance(dynamics, SDE):
+            raise TypeError("the adaptive solver integrates ODEs; use EulerMaruyamaSolver for an SDE")
+        super().__init__(dynamics, progress)
+        self.rtol, self.atol, self.method = rtol, atol, method
+
+    def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:  # pragma: no cover - not used
+        raise NotImplementedError("the adaptive solver chooses its own steps; call simulate")
+
+    def _check_grid(self, ts: Tensor) -> None:
+        super()._check_grid(ts[[0, -1]])
+        lo, hi = sorted((float(ts[0]), float(ts[-1])))
+        for s in self.dynamics.singular_times:
+            if lo - _SINGULAR_TOL <= s <= hi + _SINGULAR_TOL:
+                raise ValueError(
+                    f"the adaptive solver may evaluate anywhere in [{lo:g}, {hi:g}], which contains the "
+                    f"singular time t={s}; end the interval short of it"
+                )
+
+    def _odeint(self, x: Tensor, ts: Tensor) -> Tensor:
+        from torchdiffeq import odeint
+
+        ts = ts.to(device=x.device, dtype=x.dtype)
+        self._check_grid(ts)
+        self.nfe = 0
+
+        def func(t: Tensor, y: Tensor) -> Tensor:
+            return self.drift(y, t.reshape(()))
+
+        return odeint(func, x, ts, rtol=self.rtol, atol=self.atol, method=self.method)
+
+    @torch.no_grad()
+    def simulate(self, x: Tensor, ts: Tensor) -> Tensor:
+        return self._odeint(x, ts[[0, -1]])[-1]
+
+    @torch.no_grad()
+    def simulate_with_trajectory(self, x: Tensor, ts: Tensor) -> Tensor:
+        return self._odeint(x, ts).movedim(0, 1)
+
+
+SOLVERS: dict[str, type[Solver]] = {
+    "euler": EulerSolver,
+    "midpoint": MidpointSolver,
+    "heun": HeunSolver,
+    "rk4": RK4Solver,
+    "adaptive": AdaptiveSolver,
+    "euler_maruyama": EulerMaruyamaSolver,
+}
+
+
+def make_solver(name: str, dynamics: ODE | SDE, **kwargs) -> Solver:
+    """Build a solver by name: euler, midpoint, heun, rk4, adaptive, euler_maruyama."""
+    try:
+        cls = SOLVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}") from None
+    return cls(dynamics, **kwargs)
