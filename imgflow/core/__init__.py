@@ -43,6 +43,6 @@ from imgflow.core.solvers import (
     Solver,
     make_solver,
 )
-from imgflow.core.time_grids import uniform_time_grid
+from imgflow.core.time_grids import power_time_grid, uniform_time_grid
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -58,9 +58,10 @@ class Solver(ABC):
         evals = self.evaluation_times(ts.double())
         for s in self.dynamics.singular_times:
             if torch.any((evals - s).abs() < _SINGULAR_TOL):
+                side = "end" if s >= 0.5 else "start"
                 raise ValueError(
-                    f"{type(self).__name__} would evaluate {type(self.dynamics).__name__} at t={s}, "
-                    f"where it is singular; end the grid short of it, e.g. uniform_time_grid(n, t_end={s - 1e-3:g})"
+                    f"{type(self).__name__} would evaluate {type(self.dynamics).__name__} at t={s:g}, where it is "
+                    f"singular; {side} the grid short of it, e.g. uniform_time_grid(n, t_{side}={s - 1e-3 if s >= 0.5 else s + 1e-3:g})"
                 )
 
     def _iterate(self, x: Tensor, ts: Tensor, keep: list[Tensor] | None) -> Tensor:

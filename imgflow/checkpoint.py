@@ -1,0 +1,251 @@
+"""Safetensors checkpoints: atomic writes, a `latest` pointer, keep-last-N, clear load errors.
+
+One file per checkpoint, `ckpt-00001000.safetensors`, holds tensors under prefixes
+`model.` (raw weights), `ema.` (EMA weights), `optimizer.` (optimiser state tensors), and
+the metadata strings `format`, `config` (the full run configuration as JSON), `step`,
+`optimizer` and `scheduler` (JSON of their non-tensor state). A file is written to a
+temporary name, flushed to disk and renamed; the `latest` text file is replaced the same way,
+so a run killed at any instant leaves the previous checkpoint loadable and `latest` valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from imgflow.config import ConfigError, RunConfig
+
+FORMAT = "imgflow-checkpoint-1"
+LATEST = "latest"
+_NAME = re.compile(r"^ckpt-(\d{8,})\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    """The contents of one checkpoint file."""
+
+    path: Path
+    config: RunConfig
+    step: int
+    model: dict[str, Tensor]
+    ema: dict[str, Tensor]
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def weights(self, which: str = "ema") -> dict[str, Tensor]:
+        """The 'ema' weights (falling back to raw ones when the run kept no EMA) or the 'raw' ones."""
+        if which not in ("ema", "raw"):
+            raise ValueError(f"weights must be 'ema' or 'raw', got {which!r}")
+        return self.ema if which == "ema" and self.ema else self.model
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def checkpoint_name(step: int) -> str:
+    return f"ckpt-{step:08d}.safetensors"
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write data to path via a temporary file in the same folder, fsync, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """save_file into a temporary name, fsync, rename over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer state_dict -> (tensors keyed optimizer.<param>.<name>, JSON-able rest)."""
+    tensors: dict[str, Tensor] = {}
+    rest: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for idx, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{idx}.{name}"] = value
+            else:
+                rest["state"].setdefault(str(idx), {})[name] = value
+    return tensors, rest
+
+
+def _join_optimizer(tensors: dict[str, Tensor], rest: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(k): dict(v) for k, v in rest.get("state", {}).items()}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": rest["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    config: RunConfig,
+    model_state: dict[str, Tensor],
+    ema_state: dict[str, Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    scheduler_state: dict[str, Any] | None = None,
+    keep_last: int = 0,
+    extra_metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write ckpt-<step>.safetensors atomically, point `latest` at it, prune to keep_last (0 = keep all)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in model_state.items()}
+    tensors.update({f"ema.{k}": v for k, v in (ema_state or {}).items()})
+    metadata = {**(extra_metadata or {}), "format": FORMAT, "config": config.to_json(), "step": str(step)}
+    if optimizer_state is not None:
+        opt_tensors, opt_rest = _split_optimizer(optimizer_state)
+        tensors.update(opt_tensors)
+        metadata["optimizer"] = json.dumps(opt_rest)
+    if scheduler_state is not None:
+        metadata["scheduler"] = json.dumps(scheduler_state)
+    path = run_dir / checkpoint_name(step)
+    atomic_save_safetensors(path, tensors, metadata)
+    atomic_write_bytes(run_dir / LATEST, path.name.encode())
+    if keep_last > 0:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            if old != path:
+                old.unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint files in run_dir, oldest step first."""
+    if not run_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def remove_stale_temporaries(run_dir: Path) -> int:
+    """Delete temporary files left by a run killed mid-write; returns how many."""
+    count = 0
+    if run_dir.is_dir():
+        for p in run_dir.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            count += 1
+    return count
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def resolve_checkpoint(spec: str | Path, run_dir: Path | None = None) -> Path:
+    """'latest' (in run_dir), a run folder (its latest) or a file -> the checkpoint file path."""
+    spec_path = Path(spec)
+    if str(spec) == LATEST:
+        if run_dir is None:
+            raise CheckpointError("'latest' needs a run folder; pass the checkpoint file or folder instead")
+        if not run_dir.is_dir():
+            raise CheckpointError(f"no checkpoint to resume: the run folder {run_dir} does not exist; start without --resume or set run.output_dir")
+        spec_path = run_dir
+    if spec_path.is_dir():
+        pointer = spec_path / LATEST
+        if not pointer.is_file():
+            raise CheckpointError(f"no checkpoint to resume in {spec_path} (no '{LATEST}' file); start without --resume or pass a checkpoint file")
+        target = spec_path / pointer.read_text().strip()
+        if not target.is_file():
+            raise CheckpointError(f"{pointer} points at {target.name}, which does not exist; pass an existing ckpt-*.safetensors file")
+        return target
+    if not spec_path.exists():
+        where = spec_path.parent
+        hint = "" if where.is_dir() else f" (the folder {where} does not exist either)"
+        raise CheckpointError(f"checkpoint {spec_path} does not exist{hint}; pass a ckpt-*.safetensors file or a run folder")
+    return spec_path
+
+
+def load_checkpoint(spec: str | Path, run_dir: Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint file (or a run folder's latest) with one clear error for any problem."""
+    path = resolve_checkpoint(spec, run_dir)
+    try:
+        tensors = load_file(str(path), device=str(device))
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors checkpoint (truncated or corrupted? {str(exc).splitlines()[0][:120]}); "
+            "use another checkpoint of the run"
+        ) from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not an imgflow checkpoint (no '{FORMAT}' format tag); pass a ckpt-*.safetensors written by train_images.py")
+    try:
+        config = RunConfig.from_json(metadata["config"], source=f"{path.name} metadata")
+    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
+        raise CheckpointError(f"{path} has no valid run configuration in its metadata ({exc}); it cannot be rebuilt") from None
+    groups: dict[str, dict[str, Tensor]] = {"model": {}, "ema": {}, "optimizer": {}}
+    for key, value in tensors.items():
+        prefix, _, rest = key.partition(".")
+        groups.setdefault(prefix, {})[rest if prefix != "optimizer" else key] = value
+    optimizer = _join_optimizer(groups["optimizer"], json.loads(metadata["optimizer"])) if "optimizer" in metadata else None
+    scheduler = json.loads(metadata["scheduler"]) if "scheduler" in metadata else None
+    extra = {k: v for k, v in metadata.items() if k not in ("format", "config", "step", "optimizer", "scheduler")}
+    return Checkpoint(path, config, int(metadata.get("step", 0)), groups["model"], groups["ema"], optimizer, scheduler, extra)
+
+
+def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path: Path | str) -> None:
+    """load_state_dict(strict) with a one-line error naming what does not match."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    mismatched = [k for k in own if k in weights and own[k].shape != weights[k].shape]
+    if missing or unexpected or mismatched:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if mismatched:
+            k = mismatched[0]
+            detail.append(f"{len(mismatched)} of another shape (e.g. {k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)})")
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model ({'; '.join(detail)}); build the model from the checkpoint's own config or use the config it was trained with"
+        )
+    module.load_state_dict(weights)

@@ -1,0 +1,1 @@
+"""Training of image flow models with HF accelerate (see `trainer.train`)."""
