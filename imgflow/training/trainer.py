@@ -102,7 +102,8 @@ class Trainer:
 
         self.cfg = cfg
         t = cfg.train
-        self.accelerator = accelerator or Accelerator()
+        # without a GPU, accelerate recognises a torchrun/accelerate multi-process launch only in CPU mode
+        self.accelerator = accelerator or Accelerator(cpu=not _has_accelerator_device())
         acc = self.accelerator
         self.is_main = acc.is_main_process
         self.world = acc.num_processes
@@ -346,6 +347,11 @@ class Trainer:
 
             flag = broadcast(flag, from_process=0)
         return bool(flag.item())
+
+
+def _has_accelerator_device() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return torch.cuda.is_available() or bool(mps and mps.is_available())
 
 
 def train(cfg: RunConfig, resume: str | None = None, data: ImageData | None = None, progress: bool = True) -> TrainResult:
