@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import difflib
 import sys
+import typing
 from typing import Callable
 
 from imgflow.checkpoint import CheckpointError
@@ -24,3 +27,17 @@ def run_cli(main: Callable[[], int | None]) -> None:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors that suggest the nearest option for a misspelt one."""
+
+    def error(self, message: str) -> "typing.NoReturn":
+        if message.startswith("unrecognized arguments:"):
+            options = [o for action in self._actions for o in action.option_strings]
+            unknown = [a for a in message.split(":", 1)[1].split() if a.startswith("--")]
+            hints = [f"did you mean {close[0]}?" for a in unknown if (close := difflib.get_close_matches(a.split("=")[0], options, n=1))]
+            if hints:
+                message += "; " + " ".join(hints)
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)

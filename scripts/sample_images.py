@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from imgflow.cli import run_cli
+from imgflow.cli import ArgumentParser, run_cli
 from imgflow.config import CHOICES, ConfigError
 
 
@@ -31,7 +31,7 @@ def parse_classes(text: str | None) -> list[int] | None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
     p.add_argument("--out", required=True, help="PNG grid to write")
     p.add_argument("--solver", choices=CHOICES["sample.solver"], help="default: the run's sample.solver")

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from imgflow.cli import run_cli
+from imgflow.cli import ArgumentParser, run_cli
 from imgflow.config import add_override_arguments, load_config, overrides_from_args
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="TOML run configuration (configs/*.toml); defaults if omitted")
     parser.add_argument("--resume", help="'latest' (in run.output_dir), a run folder or a checkpoint file")
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from imgflow.core.broadcast import expand_like
+from imgflow.core.broadcast import batch_times, expand_like
 from imgflow.core.conversions import SINGULAR_AT, convert
 from imgflow.core.paths import GaussianPath, InterpolantPath
 from imgflow.core.schedules import Schedule
@@ -98,6 +98,7 @@ class ClassifierFreeGuidance:
         self.null_label = null_label
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        t = batch_times(t, x)
         if self.w == 1.0:
             return self.model(x, t, y=self.y)
         null = torch.full_like(self.y, self.null_label)

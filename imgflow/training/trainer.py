@@ -68,7 +68,18 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig) -> None:
                 )
 
 
-def ensure_writable(run_dir: Path) -> None:
+def check_writable(run_dir: Path) -> None:
+    """Fail early, creating nothing, if run_dir cannot be created or written."""
+    probe = run_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"run.output_dir {run_dir} cannot be created: {probe} is a file; choose another run.output_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"run.output_dir {run_dir} is not writable (no write permission on {probe}); choose another run.output_dir")
+
+
+def make_run_dir(run_dir: Path) -> None:
     """Create run_dir and prove that a file can be written there, or raise one clear error."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +128,7 @@ class Trainer:
         self.micro = t.batch_size // per_step
         self.run_dir = Path(cfg.run.output_dir)
 
-        # everything that can be wrong is checked before the data is loaded
+        # everything that can be wrong is checked before anything is written or loaded
         ckpt: Checkpoint | None = None
         if resume:
             ckpt = load_checkpoint(resume, self.run_dir)
@@ -126,9 +137,7 @@ class Trainer:
             raise ConfigError(
                 f"run.output_dir {self.run_dir} already holds checkpoints; pass --resume latest to continue it or choose another run.output_dir"
             )
-        if self.is_main:
-            ensure_writable(self.run_dir)
-            remove_stale_temporaries(self.run_dir)
+        check_writable(self.run_dir)
         torch.manual_seed(derive_seed(cfg.run.seed, "init"))
         self.model = build_model(cfg)
         self.conditional = is_class_conditional(cfg)
@@ -142,8 +151,13 @@ class Trainer:
         expected = (self.model_channels(), cfg.data.image_size, cfg.data.image_size)
         if tuple(data.shape) != expected:
             raise ConfigError(f"the data has images of shape {tuple(data.shape)} but the model expects {expected}; check data.image_size")
+        if t.batch_size > len(data):
+            raise ConfigError(f"train.batch_size {t.batch_size} is larger than the data set ({len(data)} images); lower it")
         self.data = data.to(acc.device)
         self.batches = BatchSchedule(len(self.data), t.batch_size, cfg.run.seed)
+        if self.is_main:
+            make_run_dir(self.run_dir)
+            remove_stale_temporaries(self.run_dir)
 
         if t.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

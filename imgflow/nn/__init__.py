@@ -1,0 +1,17 @@
+"""Neural networks for the image pipeline: embeddings, the U-Net, the course-lab baseline."""
+
+from imgflow.nn.embeddings import (
+    TIME_EMBEDDINGS,
+    ClassEmbedding,
+    FourierTimeEmbedding,
+    SinusoidalTimeEmbedding,
+    drop_labels,
+    fourier_features,
+    make_time_embedding,
+    sinusoidal_features,
+    time_vector,
+)
+from imgflow.nn.lab_unet import LabUNet
+from imgflow.nn.unet import UNet, count_parameters
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,214 @@
+"""The course lab's MNIST U-Net, reproduced as a baseline (`LabUNet`).
+
+Faithful to the lab's `MNISTUNet` (channels [32, 64, 128], 2 residual layers, time and
+label embeddings of dimension 40, 11 labels with 10 = null), layer for layer:
+
+- time: learned Fourier features sqrt(2) [sin(2 pi w t) | cos(2 pi w t)] with w a
+  learnable (1, dim/2) parameter drawn from N(0, 1); labels: nn.Embedding(11, 40);
+- init conv: conv3x3 (1 -> c0), BatchNorm, SiLU;
+- residual layer: x + block2(block1(x) + time_adapter(t_emb) + y_adapter(y_emb)), each
+  block = SiLU, BatchNorm, conv3x3 (in that order, as in the lab), each adapter =
+  Linear(d, d), SiLU, Linear(d, c);
+- encoder level: residual layers at width c_i, then a stride-2 conv3x3 to c_{i+1};
+  the *downsampled* output is kept as the skip;
+- midcoder: residual layers at the last width;
+- decoder level: x + skip (ADDED, same shape), bilinear x2 upsampling, conv3x3 to c_{i-1},
+  residual layers; final conv3x3 (c0 -> 1). PyTorch default initialisation, no zero-init.
+
+Differences from the lab, none of which changes the network: the call is model(x, t, y=None)
+(y=None means the null label 10, t may be a scalar, (B,) or the lab's (B, 1, 1, 1)), the
+number of input/output channels and of classes are arguments (defaults 1 and 10), and
+the input size is checked. BatchNorm makes the output of one sample depend on the rest
+of the batch in training mode; use eval() for sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from imgflow.nn.embeddings import time_vector
+from imgflow.nn.unet import count_parameters
+
+__all__ = ["LabFourierEncoder", "LabResidualLayer", "LabUNet"]
+
+
+class LabFourierEncoder(nn.Module):
+    """t (B,) -> sqrt(2) [sin(2 pi w t) | cos(2 pi w t)] (B, dim), w learnable ~ N(0, 1)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"the Fourier time embedding needs an even dim, got {dim}")
+        self.half_dim = dim // 2
+        self.weights = nn.Parameter(torch.randn(1, self.half_dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        freqs = t.reshape(-1, 1) * self.weights * 2 * math.pi
+        return torch.cat([torch.sin(freqs), torch.cos(freqs)], dim=-1) * math.sqrt(2)
+
+
+def _adapter(in_dim: int, channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, in_dim), nn.SiLU(), nn.Linear(in_dim, channels))
+
+
+def _block(channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.SiLU(), nn.BatchNorm2d(channels), nn.Conv2d(channels, channels, 3, padding=1))
+
+
+class LabResidualLayer(nn.Module):
+    def __init__(self, channels: int, t_embed_dim: int, y_embed_dim: int) -> None:
+        super().__init__()
+        self.block1 = _block(channels)
+        self.block2 = _block(channels)
+        self.time_adapter = _adapter(t_embed_dim, channels)
+        self.y_adapter = _adapter(y_embed_dim, channels)
+
+    def forward(self, x: Tensor, t_embed: Tensor, y_embed: Tensor) -> Tensor:
+        h = self.block1(x)
+        h = h + self.time_adapter(t_embed)[:, :, None, None]
+        h = h + self.y_adapter(y_embed)[:, :, None, None]
+        return x + self.block2(h)
+
+
+class _Encoder(nn.Module):
+    def __init__(self, c_in: int, c_out: int, num_layers: int, t_dim: int, y_dim: int) -> None:
+        super().__init__()
+        self.res_blocks = nn.ModuleList([LabResidualLayer(c_in, t_dim, y_dim) for _ in range(num_layers)])
+        self.downsample = nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, t_embed: Tensor, y_embed: Tensor) -> Tensor:
+        for block in self.res_blocks:
+            x = block(x, t_embed, y_embed)
+        return self.downsample(x)
+
+
+class _Midcoder(nn.Module):
+    def __init__(self, channels: int, num_layers: int, t_dim: int, y_dim: int) -> None:
+        super().__init__()
+        self.res_blocks = nn.ModuleList([LabResidualLayer(channels, t_dim, y_dim) for _ in range(num_layers)])
+
+    def forward(self, x: Tensor, t_embed: Tensor, y_embed: Tensor) -> Tensor:
+        for block in self.res_blocks:
+            x = block(x, t_embed, y_embed)
+        return x
+
+
+class _Decoder(nn.Module):
+    def __init__(self, c_in: int, c_out: int, num_layers: int, t_dim: int, y_dim: int) -> None:
+        super().__init__()
+        self.upsample = nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(c_in, c_out, 3, padding=1)
+        )
+        self.res_blocks = nn.ModuleList([LabResidualLayer(c_out, t_dim, y_dim) for _ in range(num_layers)])
+
+    def forward(self, x: Tensor, t_embed: Tensor, y_embed: Tensor) -> Tensor:
+        x = self.upsample(x)
+        for block in self.res_blocks:
+            x = block(x, t_embed, y_embed)
+        return x
+
+
+class LabUNet(nn.Module):
+    """The course lab's MNIST U-Net: model(x, t, y=None) -> (B, out_channels, H, W).
+
+    Args (keyword only):
+        channels: width of each level, e.g. [32, 64, 128] (3 levels: 32 -> 16 -> 8).
+        num_residual_layers: residual layers per encoder, midcoder and decoder level.
+        t_embed_dim, y_embed_dim: widths of the time and label embeddings (40 in the lab).
+        num_classes: real classes; the embedding has num_classes + 1 rows, the last being
+            the null label (11 rows, null = 10, for MNIST).
+        in_channels, out_channels: image channels (1; out defaults to in).
+        image_size: H = W of the inputs (the lab resizes MNIST to 32); must be divisible by
+            2 ** (len(channels) - 1).
+    """
+
+    def __init__(
+        self,
+        *,
+        channels: Sequence[int] = (32, 64, 128),
+        num_residual_layers: int = 2,
+        t_embed_dim: int = 40,
+        y_embed_dim: int = 40,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        image_size: int = 32,
+    ) -> None:
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        out_channels = in_channels if out_channels is None else out_channels
+        self.config: dict[str, Any] = dict(
+            channels=channels,
+            num_residual_layers=num_residual_layers,
+            t_embed_dim=t_embed_dim,
+            y_embed_dim=y_embed_dim,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            image_size=image_size,
+        )
+        if len(channels) < 1 or min(channels) < 1:
+            raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels}")
+        factor = 2 ** (len(channels) - 1)
+        if image_size % factor:
+            raise ValueError(
+                f"image_size {image_size} is not divisible by 2**{len(channels) - 1} = {factor} for channels "
+                f"{channels}; use fewer levels or resize the images to {math.ceil(image_size / factor) * factor}"
+            )
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.image_size = image_size
+        self.num_classes = num_classes
+
+        self.init_conv = nn.Sequential(
+            nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.BatchNorm2d(channels[0]), nn.SiLU()
+        )
+        self.time_embedder = LabFourierEncoder(t_embed_dim)
+        self.y_embedder = nn.Embedding(num_classes + 1, y_embed_dim)
+        pairs = list(zip(channels[:-1], channels[1:]))
+        self.encoders = nn.ModuleList(
+            [_Encoder(a, b, num_residual_layers, t_embed_dim, y_embed_dim) for a, b in pairs]
+        )
+        self.decoders = nn.ModuleList(
+            [_Decoder(b, a, num_residual_layers, t_embed_dim, y_embed_dim) for a, b in reversed(pairs)]
+        )
+        self.midcoder = _Midcoder(channels[-1], num_residual_layers, t_embed_dim, y_embed_dim)
+        self.final_conv = nn.Conv2d(channels[0], out_channels, 3, padding=1)
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return count_parameters(self, trainable_only)
+
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """x: (B, C, H, W); t: scalar, (B,) or (B, 1, 1, 1); y: (B,) long, None = null label."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"expected input of shape (B, {self.in_channels}, {self.image_size}, {self.image_size}), "
+                f"got {tuple(x.shape)}; build the LabUNet with the data's channels and image_size"
+            )
+        batch = x.shape[0]
+        t_embed = self.time_embedder(time_vector(t, batch, x.device).to(self.time_embedder.weights.dtype))
+        if y is None:
+            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=x.device)
+        elif y.shape != (batch,):
+            raise ValueError(f"labels of shape {tuple(y.shape)} do not match batch size {batch}; pass y as (B,)")
+        y_embed = self.y_embedder(y)
+
+        h = self.init_conv(x)
+        residuals = []
+        for encoder in self.encoders:
+            h = encoder(h, t_embed, y_embed)
+            residuals.append(h)
+        h = self.midcoder(h, t_embed, y_embed)
+        for decoder in self.decoders:
+            h = decoder(h + residuals.pop(), t_embed, y_embed)
+        return self.final_conv(h).to(x.dtype)
