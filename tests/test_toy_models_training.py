@@ -1,0 +1,69 @@
+"""toy.models and toy.training: shapes, activations, one short training per objective."""
+
+import pytest
+import torch
+
+from imgflow.core import GaussianPath, LinearPath, LinearSchedule, flow_matching_loss
+
+from toy.densities import GaussianMixture
+from toy.models import MLPScore, MLPVectorField
+from toy.training import train, train_flow_matching, train_interpolant, train_score_matching
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny 2-D workloads: one torch thread (two spinning threads are up to 10x slower on a shared 2-core box)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_mlp_shapes_and_time_formats():
+    model = MLPVectorField(dim=2, hiddens=(16, 8), activation="relu")
+    x = torch.randn(7, 2)
+    out = model(x, torch.rand(7))
+    assert out.shape == (7, 2)
+    assert torch.equal(model(x, torch.full((7, 1), 0.3)), model(x, torch.full((7,), 0.3)))
+    assert torch.equal(model(x, 0.3), model(x, torch.full((7,), 0.3)))
+    linears = [m for m in model.net if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(3, 16), (16, 8), (8, 2)]
+    assert isinstance(model.net[1], torch.nn.ReLU)
+    assert MLPScore(3, (4,))(torch.randn(2, 3), torch.rand(2)).shape == (2, 3)
+    with pytest.raises(ValueError, match="unknown activation"):
+        MLPVectorField(activation="swish!")
+
+
+def _path():
+    return GaussianPath(LinearSchedule(), p_data=GaussianMixture.symmetric_2D(3, 0.5, 3.0))
+
+
+@pytest.mark.parametrize("trainer", [train_flow_matching, train_score_matching, train_interpolant])
+def test_short_training_lowers_the_loss(trainer):
+    torch.manual_seed(0)
+    model = MLPVectorField(2, (32, 32))
+    hist = trainer(model, _path(), num_iterations=300, batch_size=256, lr=3e-3, seed=0, progress=False)
+    assert len(hist) == 300
+    first, last = sum(hist[:30]) / 30, sum(hist[-30:]) / 30
+    # the untrained model has loss ~ E|target|^2; 300 steps remove a clear part of the learnable error
+    assert last < first - 0.1 * abs(first)
+
+
+def test_training_is_reproducible_and_leaves_global_rng_alone():
+    path = _path()
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(5)
+        model = MLPVectorField(2, (8,))
+        runs.append(train_flow_matching(model, path, num_iterations=20, batch_size=32, seed=7, progress=False))
+    assert runs[0] == runs[1]
+    torch.manual_seed(123)
+    model = MLPVectorField(2, (8,))
+    state = torch.get_rng_state()
+    train(model, flow_matching_loss, path, num_iterations=5, batch_size=8, seed=1, progress=False)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_score_training_needs_a_gaussian_path():
+    with pytest.raises(TypeError, match="GaussianPath"):
+        train_score_matching(MLPScore(), LinearPath(p_data=GaussianMixture.symmetric_2D(2, 1.0, 1.0)), num_iterations=1, batch_size=4)

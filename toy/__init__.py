@@ -1,0 +1,40 @@
+"""toy: the 2-D lab on top of the shared core (imgflow.core).
+
+Densities you can sample and score, the exact marginal fields of a Gaussian mixture under
+any Gaussian path, the classic processes as core SDEs, MLP fields and one training loop for
+the core's losses, and the validations (`python -m toy`). Paths, losses, conversions,
+dynamics and solvers all come from imgflow.core; nothing here re-implements them.
+"""
+
+from toy.densities import Checkerboard, Circles, Density, Gaussian, GaussianMixture, Moons
+from toy.gmm_fields import GaussianMixtureMarginals
+from toy.metrics import energy_distance, excess_kurtosis, null_distance_band, relative_l2, sliced_wasserstein
+from toy.models import MLPScore, MLPVectorField, build_mlp
+from toy.processes import BrownianMotion, LangevinDynamics, LinearDecayODE, OrnsteinUhlenbeck
+from toy.training import train, train_flow_matching, train_interpolant, train_score_matching
+
+__all__ = [
+    "Density",
+    "Gaussian",
+    "GaussianMixture",
+    "Moons",
+    "Circles",
+    "Checkerboard",
+    "GaussianMixtureMarginals",
+    "BrownianMotion",
+    "OrnsteinUhlenbeck",
+    "LangevinDynamics",
+    "LinearDecayODE",
+    "MLPVectorField",
+    "MLPScore",
+    "build_mlp",
+    "train",
+    "train_flow_matching",
+    "train_score_matching",
+    "train_interpolant",
+    "energy_distance",
+    "sliced_wasserstein",
+    "null_distance_band",
+    "relative_l2",
+    "excess_kurtosis",
+]

@@ -1,0 +1,148 @@
+"""The shared learned-model setup of checks 7-10: one target, one path, models trained once per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from imgflow.core import EulerSolver, GaussianPath, LearnedVectorFieldODE, LinearPath, LinearSchedule, uniform_time_grid
+
+from toy.checks.base import Context
+from toy.densities import Checkerboard, Circles, GaussianMixture
+from toy.gmm_fields import GaussianMixtureMarginals
+from toy.metrics import null_distance_band, relative_l2
+from toy.models import MLPScore, MLPVectorField
+from toy.training import train_flow_matching, train_interpolant, train_score_matching
+
+#: the score is trained on t in [0, 1 - SCORE_DELTA] (its target -x0 / beta_t is infinite at 1)
+SCORE_DELTA = 0.1
+#: field errors of the score (and the derived score) are measured on t in [0, SCORE_T_MAX]
+SCORE_T_MAX = 0.8
+#: k in the null band mean + k std of target-vs-target energy distances
+NULL_K = 4.0
+
+
+@dataclass
+class GMMLab:
+    """Target p_data (5 modes of std 0.5 on a circle of radius 5), the linear Gaussian path and the truth."""
+
+    target: GaussianMixture
+    path: GaussianPath
+    marginals: GaussianMixtureMarginals
+    bounds: tuple[float, float, float, float] = (-7.5, 7.5, -7.5, 7.5)
+
+
+def gmm_lab(ctx: Context) -> GMMLab:
+    def build() -> GMMLab:
+        target = GaussianMixture.symmetric_2D(nmodes=5, std=0.5, scale=5.0)
+        path = GaussianPath(LinearSchedule(), p_data=target)
+        return GMMLab(target, path, GaussianMixtureMarginals(target, path))
+
+    return ctx.cached("gmm_lab", build)
+
+
+def _new_field(ctx: Context, cls=MLPVectorField):
+    return cls(2, ctx.sizes.hiddens, ctx.sizes.activation)
+
+
+def _train_kwargs(ctx: Context, name: str) -> dict:
+    s = ctx.sizes
+    return dict(
+        num_iterations=s.iterations, batch_size=s.batch_size, lr=s.lr, seed=ctx.seed_for(name), progress=ctx.progress
+    )
+
+
+def flow_model(ctx: Context) -> tuple[MLPVectorField, list[float]]:
+    """Flow matching (core flow_matching_loss) on the GMM lab; trained once per run."""
+
+    def build():
+        model = _new_field(ctx)
+        hist = train_flow_matching(model, gmm_lab(ctx).path, **_train_kwargs(ctx, "flow_model"))
+        return model, hist
+
+    return ctx.cached("flow_model", build)
+
+
+def score_model(ctx: Context) -> tuple[MLPScore, list[float]]:
+    """Denoising score matching (core score_matching_loss) on t in [0, 1 - SCORE_DELTA]."""
+
+    def build():
+        model = _new_field(ctx, MLPScore)
+        hist = train_score_matching(model, gmm_lab(ctx).path, delta=SCORE_DELTA, **_train_kwargs(ctx, "score_model"))
+        return model, hist
+
+    return ctx.cached("score_model", build)
+
+
+def interpolant_model(ctx: Context) -> tuple[MLPVectorField, list[float]]:
+    """The interpolant objective (core interpolant_loss), same budget, its own seed."""
+
+    def build():
+        model = _new_field(ctx)
+        hist = train_interpolant(model, gmm_lab(ctx).path, **_train_kwargs(ctx, "interpolant_model"))
+        return model, hist
+
+    return ctx.cached("interpolant_model", build)
+
+
+def checkerboard_setup(ctx: Context) -> tuple[LinearPath, MLPVectorField, list[float]]:
+    """Linear path from Circles (t = 0) to Checkerboard (t = 1), flow matching."""
+
+    def build():
+        path = LinearPath(p_simple=Circles(noise=0.05, factor=0.5, scale=4.0), p_data=Checkerboard(grid_size=4, scale=4.0))
+        model = _new_field(ctx)
+        hist = train_flow_matching(model, path, **_train_kwargs(ctx, "checkerboard_model"))
+        return path, model, hist
+
+    return ctx.cached("checkerboard", build)
+
+
+def target_null_band(ctx: Context) -> dict[str, float]:
+    """Null band of the energy distance between two target samples of size n_samples."""
+
+    def build():
+        torch.manual_seed(ctx.seed_for("target_null"))
+        t = gmm_lab(ctx).target
+        return null_distance_band(t.sample, t.sample, ctx.sizes.n_samples, ctx.sizes.null_repeats, k=NULL_K)
+
+    return ctx.cached("target_null", build)
+
+
+def ode_samples(ctx: Context) -> tuple[Tensor, Tensor]:
+    """(x0, X_1): the learned flow ODE (Euler, ode_steps) from n_samples source draws."""
+
+    def build():
+        torch.manual_seed(ctx.seed_for("ode_samples"))
+        model, _ = flow_model(ctx)
+        x0 = torch.randn(ctx.sizes.n_samples, 2)
+        with torch.inference_mode():
+            x1 = EulerSolver(LearnedVectorFieldODE(model)).simulate(x0, uniform_time_grid(ctx.sizes.ode_steps))
+        return x0, x1
+
+    return ctx.cached("ode_samples", build)
+
+
+def field_points(ctx: Context, t_max: float, key: str) -> tuple[Tensor, Tensor]:
+    """x ~ p_t with t ~ U[0, t_max): n_field evaluation points of the exact marginal path."""
+
+    def build():
+        torch.manual_seed(ctx.seed_for(key))
+        n = ctx.sizes.n_field
+        t = torch.rand(n) * t_max
+        return gmm_lab(ctx).marginals.sample(t, n), t
+
+    return ctx.cached(key, build)
+
+
+def relative_l2_by_t(pred: Tensor, target: Tensor, t: Tensor, bins: int = 10, t_max: float = 1.0) -> tuple[list[float], list[float]]:
+    """Relative L2 error in `bins` equal t-bins over [0, t_max): (bin centres, errors)."""
+    edges = torch.linspace(0, t_max, bins + 1)
+    centres, errs = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (t >= lo) & (t < hi)
+        if m.sum() > 0:
+            centres.append(float((lo + hi) / 2))
+            errs.append(relative_l2(pred[m], target[m]))
+    return centres, errs
