@@ -16,7 +16,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -79,28 +79,15 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write data to path via a temporary file in the same folder, fsync, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+def _atomic_replace(path: Path, write: Callable[[str], None]) -> None:
+    """write(temporary path) in path's folder, fsync it, then rename it over path (and fsync the folder).
 
-
-def atomic_save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """save_file into a temporary name, fsync, rename over `path`."""
+    A reader (or a run killed at any instant) sees either the old file or the complete new one.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        write(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _default_mode())
@@ -109,6 +96,17 @@ def atomic_save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: di
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace path with data atomically."""
+    _atomic_replace(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
+    """safetensors' save_file, replacing path atomically."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic_replace(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:

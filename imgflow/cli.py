@@ -41,3 +41,23 @@ class ArgumentParser(argparse.ArgumentParser):
                 message += "; " + " ".join(hints)
         print(f"error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """--device (default cuda when available) and --threads, shared by the scripts."""
+    if device:
+        parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (0 = torch's default); on a busy shared CPU 1 can be several times faster")
+
+
+def apply_runtime_arguments(args: argparse.Namespace) -> None:
+    """Resolve the default device and set the thread count (one-line error for a negative count)."""
+    import torch
+
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    if hasattr(args, "device") and args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -51,6 +51,7 @@ class ModelSection:
     channel_mults: tuple[int, ...] = (1, 2, 2)
     num_res_blocks: int = 1
     attention_resolutions: tuple[int, ...] = (7,)
+    mid_attention: bool = True  # self-attention in the middle block (costly at 14x14 on a CPU)
     num_heads: int = 4
     dropout: float = 0.0
     time_embedding: str = "sinusoidal"  # sinusoidal | fourier

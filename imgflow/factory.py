@@ -32,6 +32,7 @@ def build_model(cfg: RunConfig) -> nn.Module:
             channel_mults=m.channel_mults,
             num_res_blocks=m.num_res_blocks,
             attention_resolutions=m.attention_resolutions,
+            mid_attention=m.mid_attention,
             num_heads=m.num_heads,
             dropout=m.dropout,
             num_classes=NUM_CLASSES if m.class_conditional else None,

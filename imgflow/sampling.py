@@ -23,7 +23,6 @@ from imgflow.core import (
     ModelField,
     make_solver,
     power_time_grid,
-    uniform_time_grid,
 )
 from imgflow.data import CHANNELS, NUM_CLASSES
 from imgflow.factory import build_path, is_class_conditional

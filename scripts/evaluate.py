@@ -21,7 +21,7 @@ import argparse
 import sys
 import time
 
-from imgflow.cli import ArgumentParser, run_cli
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, run_cli
 from imgflow.config import CHOICES, ConfigError
 
 
@@ -56,12 +56,10 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch (0 = torch's default); on a busy shared CPU 1 can be several times faster")
+    add_runtime_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     args = p.parse_args()
-    _set_threads(args.threads)
+    apply_runtime_arguments(args)
 
     from imgflow.evaluation.fid import inception_status, reference_statistics
     from imgflow.evaluation.runner import (
@@ -203,20 +201,6 @@ def main() -> int:
     print(f"total {report['seconds']:.0f} s")
     return 0
 
-
-def _set_threads(n: int) -> None:
-    if n < 0:
-        raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {n}")
-    if n > 0:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ rebuilt from the configuration stored in the checkpoint; the EMA weights are use
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-from imgflow.cli import ArgumentParser, run_cli
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, run_cli
 from imgflow.config import CHOICES, ConfigError
 
 
@@ -46,10 +45,10 @@ def main() -> int:
     p.add_argument("--sde-epsilon", type=float, help="noise level epsilon of the Euler-Maruyama sampler")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
     p.add_argument("--raw", help="also save the samples (in [-1, 1]) and labels to this .safetensors file")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    add_runtime_arguments(p)
     args = p.parse_args()
+    apply_runtime_arguments(args)
 
-    import torch
 
     from imgflow.checkpoint import atomic_save_safetensors, load_checkpoint, load_weights_into
     from imgflow.factory import build_model, is_class_conditional
@@ -97,12 +96,6 @@ def main() -> int:
     print(f"wrote {out} ({args.num} images, step {ckpt.step}, {args.weights} weights) | solver {settings.solver}, "
           f"{settings.num_steps} steps, NFE {nfe}{guidance} | {elapsed:.1f} s")
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from imgflow.cli import ArgumentParser, run_cli
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, run_cli
 from imgflow.config import ConfigError
 
 
@@ -34,11 +34,9 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-subset", type=int, default=0, help="use only the first N training images (0 = all)")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for torch (0 = torch's default); on a busy shared CPU 1 can be several times faster")
+    add_runtime_arguments(p)
     args = p.parse_args()
-    _set_threads(args.threads)
+    apply_runtime_arguments(args)
 
     from imgflow.data import ImageData, load_image_data
     from imgflow.evaluation.classifier import ClassifierArch, save_classifier, train_classifier
@@ -75,20 +73,6 @@ def main() -> int:
           f"{result.seconds:.0f} s | wrote {out}")
     return 0
 
-
-def _set_threads(n: int) -> None:
-    if n < 0:
-        raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {n}")
-    if n > 0:
-        import torch
-
-        torch.set_num_threads(n)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":

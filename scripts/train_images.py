@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from imgflow.cli import ArgumentParser, run_cli
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, run_cli
 from imgflow.config import add_override_arguments, load_config, overrides_from_args
 
 
@@ -19,9 +19,11 @@ def main() -> int:
     parser.add_argument("--config", help="TOML run configuration (configs/*.toml); defaults if omitted")
     parser.add_argument("--resume", help="'latest' (in run.output_dir), a run folder or a checkpoint file")
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
+    add_runtime_arguments(parser, device=False)
     add_override_arguments(parser)
     args = parser.parse_args()
     cfg = load_config(args.config, overrides_from_args(args))
+    apply_runtime_arguments(args)
 
     from imgflow.training.trainer import NonFiniteLossError, train
 

@@ -13,13 +13,6 @@ from tests.image_helpers import tiny_config
 REGION = 6  # pixels per class region in the flattened 8x8 image: class k owns pixels 6k .. 6k + 5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class ConstantClassField(nn.Module):
     """u(x, t, y) = amplitude on class y's pixel region (0 for the null label 10), whatever x and t.

@@ -20,14 +20,6 @@ from imgflow.core import CosineSchedule, LinearSchedule, ModelField
 from imgflow.core.likelihood import BIN_WIDTH, bits_per_dim, dequantize, draw_probes, log_likelihood
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny float64 ops: one thread is faster, and spin-waiting thread pools crawl on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class GaussianDataVelocity:
     """The exact marginal velocity of N(mu, S) data (any per-sample shape; mu and S on the flattened dims)."""

@@ -19,18 +19,10 @@ from tests.image_helpers import blob_images, tiny_config, write_idx_mnist
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A flow model trained for a few steps on 8x8 blobs, IDX files of the same kind, and a classifier for them."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("eval")
     write_idx_mnist(root / "data", n_train=200, n_test=60, size=8)
     cfg = tiny_config(root / "run", **{"data.data_root": str(root / "data"), "train.steps": 8, "train.checkpoint_every": 8})

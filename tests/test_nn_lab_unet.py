@@ -9,13 +9,6 @@ from torch import nn
 from imgflow.nn import LabUNet, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def test_shapes_and_default_layout():
     torch.manual_seed(0)

@@ -9,15 +9,6 @@ from imgflow.core import ClassifierFreeGuidance, LinearPath, flow_matching_loss
 from imgflow.nn.unet import AttentionBlock, GroupNorm32, UNet, count_parameters, norm_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: one thread is faster, and on a busy 2-core machine two spinning OpenMP
-    # threads can make a forward 100x slower. Restored afterwards for the other test files.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def small_unet(in_channels=1, image_size=28, channel_mults=(1, 2, 2), attention=(7,), **kw):
     kw.setdefault("base_channels", 8)

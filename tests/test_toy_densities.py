@@ -8,14 +8,6 @@ import torch
 from toy.densities import Checkerboard, Circles, Gaussian, GaussianMixture, Moons
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny 2-D workloads: one torch thread (two spinning threads are up to 10x slower on a shared 2-core box)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def _finite_difference_score(density, x, h=1e-4):
     x = x.double()

@@ -8,14 +8,6 @@ import torch
 from toy.metrics import energy_distance, excess_kurtosis, null_distance_band, relative_l2, sliced_wasserstein
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny 2-D workloads: one torch thread (two spinning threads are up to 10x slower on a shared 2-core box)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_energy_distance_null_and_shift():
     g = torch.Generator().manual_seed(0)

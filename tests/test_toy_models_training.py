@@ -10,14 +10,6 @@ from toy.models import MLPScore, MLPVectorField
 from toy.training import train, train_flow_matching, train_interpolant, train_score_matching
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny 2-D workloads: one torch thread (two spinning threads are up to 10x slower on a shared 2-core box)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_mlp_shapes_and_time_formats():
     model = MLPVectorField(dim=2, hiddens=(16, 8), activation="relu")

@@ -11,14 +11,6 @@ from toy.densities import Gaussian, GaussianMixture
 from toy.processes import BrownianMotion, LangevinDynamics, LinearDecayODE, OrnsteinUhlenbeck
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny 2-D workloads: one torch thread (two spinning threads are up to 10x slower on a shared 2-core box)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 def test_coefficients_are_deterministic_and_have_the_right_form():
     x = torch.randn(10, 2)

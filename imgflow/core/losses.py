@@ -29,9 +29,12 @@ def per_sample_reduce(values: Tensor, reduction: Reduction = "mean") -> Tensor:
     return flat.mean(1) if reduction == "mean" else flat.sum(1)
 
 
-def _draw(path: InterpolantPath, z: Tensor, t: Tensor, x0: Tensor | None) -> tuple[Tensor, Tensor]:
+def _predict(
+    model: Model, path: InterpolantPath, z: Tensor, t: Tensor, x0: Tensor | None, model_kwargs: dict[str, Any] | None
+) -> tuple[Tensor, Tensor]:
+    """Draw x0 (unless given), form x_t, evaluate the model there: returns (x0, prediction)."""
     x0 = path.sample_source(z) if x0 is None else x0
-    return x0, path.interpolate(z, x0, t)
+    return x0, model(path.interpolate(z, x0, t), t, **(model_kwargs or {}))
 
 
 def flow_matching_loss(
@@ -50,9 +53,8 @@ def flow_matching_loss(
     it stays finite at t = 1. z: (B, ...) data, t: (B,), x0: optional source draw.
     Returns a scalar.
     """
-    x0, xt = _draw(path, z, t, x0)
+    x0, pred = _predict(model, path, z, t, x0, model_kwargs)
     target = path.interpolant_velocity(z, x0, t)
-    pred = model(xt, t, **(model_kwargs or {}))
     return per_sample_reduce((pred - target) ** 2, reduction).mean()
 
 
@@ -72,9 +74,8 @@ def score_matching_loss(
     """
     if not isinstance(path, GaussianPath):
         raise TypeError("score matching needs a GaussianPath (the conditional score of a general source is unknown)")
-    x0, xt = _draw(path, z, t, x0)
+    x0, pred = _predict(model, path, z, t, x0, model_kwargs)
     _, beta, _, _ = path.coefficients(t, z)
-    pred = model(xt, t, **(model_kwargs or {}))
     return per_sample_reduce((pred + x0 / beta) ** 2, reduction).mean()
 
 
@@ -91,8 +92,7 @@ def noise_prediction_loss(
     """E || eps_theta(x_t, t) - x0 ||^2: score matching weighted by beta_t^2 (finite for all t)."""
     if not isinstance(path, GaussianPath):
         raise TypeError("noise prediction needs a GaussianPath")
-    x0, xt = _draw(path, z, t, x0)
-    pred = model(xt, t, **(model_kwargs or {}))
+    x0, pred = _predict(model, path, z, t, x0, model_kwargs)
     return per_sample_reduce((pred - x0) ** 2, reduction).mean()
 
 
@@ -111,9 +111,8 @@ def interpolant_loss(
     It equals 1/2 of the flow-matching loss minus 1/2 E|dI/dt|^2 (independent of b), so it has
     the same minimiser b = E[dI/dt | x_t]; its value can be negative.
     """
-    x0, xt = _draw(path, z, t, x0)
+    x0, b = _predict(model, path, z, t, x0, model_kwargs)
     velocity = path.interpolant_velocity(z, x0, t)
-    b = model(xt, t, **(model_kwargs or {}))
     return per_sample_reduce(0.5 * b**2 - velocity * b, reduction).mean()
 
 

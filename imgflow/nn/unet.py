@@ -161,7 +161,9 @@ class AttentionBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         qkv = self.qkv(self.norm(x))
-        q, k, v = rearrange(qkv, "b (three heads d) h w -> three b heads (h w) d", three=3, heads=self.num_heads)
+        # contiguous (tokens, head dim) rows let SDPA use its fused CPU/GPU kernels instead of the
+        # math fallback (3x slower here), which it takes for a strided last dimension
+        q, k, v = rearrange(qkv, "b (three heads d) h w -> three b heads (h w) d", three=3, heads=self.num_heads).contiguous()
         out = F.scaled_dot_product_attention(q, k, v)
         out = rearrange(out, "b heads (h w) d -> b (heads d) h w", h=h, w=w)
         return x + self.proj(out)
