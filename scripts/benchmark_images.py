@@ -9,6 +9,7 @@ is class-conditional). Random weights and data: throughput does not depend on th
 
     python scripts/benchmark_images.py --configs smoke mnist lab_baseline --batches 32 64 128
     python scripts/benchmark_images.py --configs cifar10 --batches 8 --precisions fp32 --repeats 2
+    python scripts/benchmark_images.py --configs mnist --batches 64 --profile   # where a step's time goes
 
 Prints a markdown table and writes the numbers to --out (JSON).
 """
@@ -66,6 +67,29 @@ def time_training(trainer, warmup: int, repeats: int) -> list[float]:
     return times
 
 
+def profile_training(trainer, steps: int) -> list[dict]:
+    """Share of a training step spent in each phase (the trainer's `step/*` labels) and the top operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(2):
+        trainer.train_step()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            trainer.train_step()
+    wall_us = (time.perf_counter() - t0) * 1e6
+    events = prof.key_averages()
+    phases = [{"phase": e.key, "ms_per_step": e.cpu_time_total / steps / 1000, "share": e.cpu_time_total / wall_us}
+              for e in events if e.key.startswith("step/")]
+    phases.sort(key=lambda r: -r["ms_per_step"])
+    print(f"\nprofile: {wall_us / steps / 1000:.1f} ms/step (wall, under the profiler)")
+    print("| phase | ms/step | share of wall |\n|---|---:|---:|")
+    for r in phases:
+        print(f"| {r['phase']} | {r['ms_per_step']:.1f} | {r['share']:.1%} |")
+    print(events.table(sort_by="self_cpu_time_total", row_limit=12))
+    return phases
+
+
 def time_sampling(config: str, num_images: int, nfe: int, workdir: Path) -> float:
     from imgflow.factory import build_model, is_class_conditional
     from imgflow.sampling import SamplerSettings, sample_images
@@ -93,6 +117,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--sample-nfe", type=int, default=20)
     p.add_argument("--sample-images", type=int, default=100)
+    p.add_argument("--profile", action="store_true", help="profile the first config/batch (fp32) and print where the step's time goes")
+    p.add_argument("--profile-steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     p.add_argument("--out", default="outputs/benchmarks/images.json")
     args = p.parse_args()
@@ -101,6 +127,12 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.profile:
+            cl = args.channels_last[0] == "on"
+            trainer = make_trainer(args.configs[0], args.batches[0], "fp32", cl, False, work)
+            phases = profile_training(trainer, args.profile_steps)
+            rows.append({"kind": "profile", "config": args.configs[0], "batch": args.batches[0], "channels_last": cl, "phases": phases})
+            args.configs = []
         for config in args.configs:
             for batch in args.batches:
                 for precision in args.precisions:

@@ -11,7 +11,7 @@ FID of real images sent through the same round trip is reported as that run's fl
 
     python scripts/budget_comparison.py --minutes 15 --data-root ../shared/data \
         --classifier runs/classifiers/mnist-28.safetensors \
-        --run ours=configs/mnist_budget.toml --run baseline=configs/lab_baseline.toml \
+        --run ours=configs/mnist.toml --run baseline=configs/lab_baseline.toml \
         --nfe 10,20,50,100 --num 1000 --out outputs/budget
 
 Writes <out>/<name>/ (the run), <out>/<name>/grid-nfe<N>.png, <out>/results.json and
@@ -84,11 +84,20 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from imgflow.evaluation.classifier import extract_features, load_classifier
-    from imgflow.evaluation.fid import feature_statistics, frechet_distance, reference_statistics
-    from imgflow.evaluation.runner import SampleSet, load_flow_model, real_baseline_fid, score_samples
     from imgflow.data import load_image_data
     from imgflow.evaluation.class_accuracy import balanced_labels
+    from imgflow.evaluation.classifier import extract_features, load_classifier
+    from imgflow.evaluation.fid import (
+        feature_statistics,
+        frechet_distance,
+        reference_statistics,
+    )
+    from imgflow.evaluation.runner import (
+        SampleSet,
+        load_flow_model,
+        real_baseline_fid,
+        score_samples,
+    )
     from imgflow.sampling import SamplerSettings, sample_images, save_grid
     from imgflow.training.metrics_log import read_metrics
 

@@ -10,16 +10,17 @@ the same global batch size.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function
 
 from imgflow.checkpoint import (
     Checkpoint,
@@ -261,28 +262,34 @@ class Trainer:
         """One optimiser step over the global batch; returns (mean loss across processes, grad norm)."""
         acc, t = self.accelerator, self.cfg.train
         torch.manual_seed(derive_seed(self.cfg.run.seed, "dropout", self.step, self.rank))
-        draw = self.draw_global_batch(self.step)
+        with record_function("step/draw_batch"):
+            draw = self.draw_global_batch(self.step)
         total = torch.zeros((), device=acc.device)
         for m in range(t.grad_accum):
-            z, tt, noise, kwargs = self.micro_batch(draw, m)
+            with record_function("step/draw_batch"):
+                z, tt, noise, kwargs = self.micro_batch(draw, m)
             sync = m == t.grad_accum - 1
             ctx = acc.no_sync(self.prepared) if not sync else nullcontext()
             with ctx:
-                loss = self.loss_fn(self.forward, self.path, z, tt, x0=noise, model_kwargs=kwargs, reduction=self.cfg.flow.loss_reduction)
-                acc.backward(loss / t.grad_accum)
+                with record_function("step/forward_loss"):
+                    loss = self.loss_fn(self.forward, self.path, z, tt, x0=noise, model_kwargs=kwargs, reduction=self.cfg.flow.loss_reduction)
+                with record_function("step/backward"):
+                    acc.backward(loss / t.grad_accum)
             total += loss.detach() / t.grad_accum
         mean_loss = acc.reduce(total, reduction="mean").item() if self.world > 1 else total.item()
         if not math.isfinite(mean_loss):
             self.optimizer.zero_grad(set_to_none=True)
             return mean_loss, None
         grad_norm = None
-        if t.grad_clip > 0:
-            grad_norm = float(acc.clip_grad_norm_(self.prepared.parameters(), t.grad_clip))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("step/clip_optimizer"):
+            if t.grad_clip > 0:
+                grad_norm = float(acc.clip_grad_norm_(self.prepared.parameters(), t.grad_clip))
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            with record_function("step/ema"):
+                self.ema.update_parameters(self.model)
         return mean_loss, grad_norm
 
     # --- the loop -----------------------------------------------------------------------------
