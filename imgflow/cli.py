@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
 import typing
+from pathlib import Path
 from typing import Callable
 
 from imgflow.checkpoint import CheckpointError
@@ -61,3 +63,17 @@ def apply_runtime_arguments(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if hasattr(args, "device") and args.device is None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_output_file(path: str | Path | None, option: str) -> None:
+    """Fail before any work if an output file's folder is missing or not writable."""
+    if path is None:
+        return
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
+    if not folder.is_dir():
+        raise ConfigError(f"{option} folder {folder} does not exist; create it or write elsewhere")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} folder {folder} is not writable; choose another {option}")

@@ -21,7 +21,7 @@ import argparse
 import sys
 import time
 
-from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, run_cli
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, check_output_file, run_cli
 from imgflow.config import CHOICES, ConfigError
 
 
@@ -63,7 +63,6 @@ def main() -> int:
 
     from imgflow.evaluation.fid import inception_status, reference_statistics
     from imgflow.evaluation.runner import (
-        check_output_file,
         draw_samples,
         image_nll,
         load_flow_model,

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, run_cli
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, check_output_file, run_cli
 from imgflow.config import CHOICES, ConfigError
 
 
@@ -49,14 +49,13 @@ def main() -> int:
     args = p.parse_args()
     apply_runtime_arguments(args)
 
-
     from imgflow.checkpoint import atomic_save_safetensors, load_checkpoint, load_weights_into
     from imgflow.factory import build_model, is_class_conditional
     from imgflow.sampling import SamplerSettings, default_labels, sample_images, save_grid
 
     out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out folder {out.parent} does not exist; create it or write elsewhere")
+    check_output_file(out, "--out")
+    check_output_file(args.raw, "--raw")
     for name in ("steps", "num", "batch_size"):
         value = getattr(args, name)
         if value is not None and value < 1:

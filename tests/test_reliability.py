@@ -173,6 +173,8 @@ SAMPLE_CASES = {
     "not safetensors": (["{ws}/notes.safetensors", "--out", "{ws}/g2.png"], "not a readable safetensors checkpoint"),
     "another architecture": (["{ws}/other-arch.safetensors", "--out", "{ws}/g2.png"], "does not match the model"),
     "unwritable output": (["{ws}/reference", "--out", "{ws}/a_file/g.png"], "does not exist"),
+    "output is a folder": (["{ws}/reference", "--out", "{ws}/reference"], "is a folder; give a file name"),
+    "unwritable raw output": (["{ws}/reference", "--out", "{ws}/g2.png", "--raw", "{ws}/a_file/s.safetensors"], "--raw folder"),
     "bad steps": (["{ws}/reference", "--out", "{ws}/g2.png", "--steps", "0"], "--steps must be >= 1"),
     "bad solver": (["{ws}/reference", "--out", "{ws}/g2.png", "--solver", "rk5"], "invalid choice: 'rk5'"),
 }

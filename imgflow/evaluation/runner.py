@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -69,20 +68,6 @@ def parse_ints(text: str, option: str) -> list[int]:
     if not values or any(v < 1 for v in values):
         raise ConfigError(f"{option} must be comma-separated integers >= 1, got {text!r}")
     return values
-
-
-def check_output_file(path: str | Path | None, option: str) -> None:
-    """Fail before any work if an output file's folder is missing or not writable."""
-    if path is None:
-        return
-    path = Path(path)
-    folder = path.parent
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; give a file name")
-    if not folder.is_dir():
-        raise ConfigError(f"{option} folder {folder} does not exist; create it or write elsewhere")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{option} folder {folder} is not writable; choose another {option}")
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
