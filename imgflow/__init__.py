@@ -1,9 +1,48 @@
 """imgflow: flow matching and diffusion models on one shared core.
 
+    from imgflow import Sampler
+    samples = Sampler.from_checkpoint("runs/mnist").sample(20, labels=[3, 7], steps=20)
+    samples.save_grid("digits.png")
+
 `imgflow.core` holds the math shared by the 2-D lab (`toy`) and the image pipeline:
 schedules, probability paths, conversions between parameterisations, losses, ODE/SDE
-dynamics and their solvers. Everything there is shape-agnostic: x is (B, ...) and
-t is (B,) or broadcastable.
+dynamics and their solvers. Everything there is shape-agnostic: x is (B, ...) and t is (B,)
+or broadcastable. The names below are the public API of the image pipeline; they load on
+first use, so `import imgflow.core` stays light.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "Sampler": "imgflow.sampler",
+    "Samples": "imgflow.sampler",
+    "SamplingSettings": "imgflow.sampler",
+    "RunConfig": "imgflow.config",
+    "ConfigError": "imgflow.config",
+    "load_config": "imgflow.config",
+    "DataSpec": "imgflow.data",
+    "ImageData": "imgflow.data",
+    "load_dataset": "imgflow.data",
+    "Trainer": "imgflow.training.trainer",
+    "TrainResult": "imgflow.training.trainer",
+    "train": "imgflow.training.trainer",
+    "load_checkpoint": "imgflow.checkpoint",
+    "evaluate_checkpoint": "imgflow.evaluation.report",
+    "EvalReport": "imgflow.evaluation.report",
+    "sweep_checkpoint": "imgflow.evaluation.sweep",
+    "budget_comparison": "imgflow.evaluation.budget",
+    "Judge": "imgflow.evaluation.judge",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'imgflow' has no attribute {name!r}")

@@ -2,8 +2,9 @@
 
 One file per checkpoint, `ckpt-00001000.safetensors`, holds tensors under prefixes
 `model.` (raw weights), `ema.` (EMA weights), `optimizer.` (optimiser state tensors), and
-the metadata strings `format`, `config` (the full run configuration as JSON), `step`,
-`optimizer` and `scheduler` (JSON of their non-tensor state). A file is written to a
+the metadata strings `format`, `config` (the full run configuration as JSON), `data_spec`
+(channels, size and class names of the training data), `step`, `optimizer`, `scheduler` and
+`grad_scaler` (JSON of their non-tensor state; the scaler only under fp16). A file is written to a
 temporary name, flushed to disk and renamed; the `latest` text file is replaced the same way,
 so a run killed at any instant leaves the previous checkpoint loadable and `latest` valid.
 """
@@ -11,19 +12,19 @@ so a run killed at any instant leaves the previous checkpoint loadable and `late
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from imgflow.config import ConfigError, RunConfig
+from imgflow.files import atomic_save_safetensors, atomic_write_bytes
+from imgflow.data import DataSpec, dataset_spec
 
 FORMAT = "imgflow-checkpoint-1"
 LATEST = "latest"
@@ -46,6 +47,8 @@ class Checkpoint:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    spec: DataSpec | None = None
+    grad_scaler: dict[str, Any] | None = None
 
     def weights(self, which: str = "ema") -> dict[str, Tensor]:
         """The 'ema' weights (falling back to raw ones when the run kept no EMA) or the 'raw' ones."""
@@ -59,54 +62,6 @@ class Checkpoint:
 
 def checkpoint_name(step: int) -> str:
     return f"ckpt-{step:08d}.safetensors"
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _default_mode() -> int:
-    """0666 minus the umask: what open() would give, unlike mkstemp's 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_replace(path: Path, write: Callable[[str], None]) -> None:
-    """write(temporary path) in path's folder, fsync it, then rename it over path (and fsync the folder).
-
-    A reader (or a run killed at any instant) sees either the old file or the complete new one.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace path with data atomically."""
-    _atomic_replace(path, lambda tmp: Path(tmp).write_bytes(data))
-
-
-def atomic_save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
-    """safetensors' save_file, replacing path atomically."""
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic_replace(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -140,18 +95,24 @@ def save_checkpoint(
     scheduler_state: dict[str, Any] | None = None,
     keep_last: int = 0,
     extra_metadata: dict[str, str] | None = None,
+    spec: DataSpec | None = None,
+    grad_scaler_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ckpt-<step>.safetensors atomically, point `latest` at it, prune to keep_last (0 = keep all)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update({f"ema.{k}": v for k, v in (ema_state or {}).items()})
     metadata = {**(extra_metadata or {}), "format": FORMAT, "config": config.to_json(), "step": str(step)}
+    if spec is not None:
+        metadata["data_spec"] = spec.to_json()
     if optimizer_state is not None:
         opt_tensors, opt_rest = _split_optimizer(optimizer_state)
         tensors.update(opt_tensors)
         metadata["optimizer"] = json.dumps(opt_rest)
     if scheduler_state is not None:
         metadata["scheduler"] = json.dumps(scheduler_state)
+    if grad_scaler_state is not None:
+        metadata["grad_scaler"] = json.dumps(grad_scaler_state)
     path = run_dir / checkpoint_name(step)
     atomic_save_safetensors(path, tensors, metadata)
     atomic_write_bytes(run_dir / LATEST, path.name.encode())
@@ -183,10 +144,10 @@ def remove_stale_temporaries(run_dir: Path) -> int:
 # --- reading --------------------------------------------------------------------------------
 
 
-def resolve_checkpoint(spec: str | Path, run_dir: Path | None = None) -> Path:
+def resolve_checkpoint(where: str | Path, run_dir: Path | None = None) -> Path:
     """'latest' (in run_dir), a run folder (its latest) or a file -> the checkpoint file path."""
-    spec_path = Path(spec)
-    if str(spec) == LATEST:
+    spec_path = Path(where)
+    if str(where) == LATEST:
         if run_dir is None:
             raise CheckpointError("'latest' needs a run folder; pass the checkpoint file or folder instead")
         if not run_dir.is_dir():
@@ -207,9 +168,9 @@ def resolve_checkpoint(spec: str | Path, run_dir: Path | None = None) -> Path:
     return spec_path
 
 
-def load_checkpoint(spec: str | Path, run_dir: Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint file (or a run folder's latest) with one clear error for any problem."""
-    path = resolve_checkpoint(spec, run_dir)
+def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint file (or a run folder's latest, or 'latest' in run_dir) with one clear error for any problem."""
+    path = resolve_checkpoint(where, run_dir)
     try:
         tensors = load_file(str(path), device=str(device))
         from safetensors import safe_open
@@ -222,7 +183,8 @@ def load_checkpoint(spec: str | Path, run_dir: Path | None = None, device: str |
             "use another checkpoint of the run"
         ) from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not an imgflow checkpoint (no '{FORMAT}' format tag); pass a ckpt-*.safetensors written by train_images.py")
+        raise CheckpointError(f"{path} is a safetensors file but not an imgflow checkpoint (no '{FORMAT}' format tag); "
+                              "pass a ckpt-*.safetensors written by train_images.py")
     try:
         config = RunConfig.from_json(metadata["config"], source=f"{path.name} metadata")
     except (KeyError, json.JSONDecodeError, ConfigError) as exc:
@@ -233,8 +195,15 @@ def load_checkpoint(spec: str | Path, run_dir: Path | None = None, device: str |
         groups.setdefault(prefix, {})[rest if prefix != "optimizer" else key] = value
     optimizer = _join_optimizer(groups["optimizer"], json.loads(metadata["optimizer"])) if "optimizer" in metadata else None
     scheduler = json.loads(metadata["scheduler"]) if "scheduler" in metadata else None
-    extra = {k: v for k, v in metadata.items() if k not in ("format", "config", "step", "optimizer", "scheduler")}
-    return Checkpoint(path, config, int(metadata.get("step", 0)), groups["model"], groups["ema"], optimizer, scheduler, extra)
+    scaler = json.loads(metadata["grad_scaler"]) if "grad_scaler" in metadata else None
+    try:  # checkpoints from before data specs were stored describe a fixed torchvision release
+        spec = DataSpec.from_json(metadata["data_spec"]) if "data_spec" in metadata else dataset_spec(config.data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path} has no valid description of its data ({exc}); it cannot be rebuilt") from None
+    known = ("format", "config", "step", "optimizer", "scheduler", "data_spec", "grad_scaler")
+    extra = {k: v for k, v in metadata.items() if k not in known}
+    return Checkpoint(path, config, int(metadata.get("step", 0)), groups["model"], groups["ema"], optimizer, scheduler, extra,
+                      spec, scaler)
 
 
 def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path: Path | str) -> None:

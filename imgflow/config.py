@@ -36,12 +36,12 @@ class RunSection:
 
 @dataclass
 class DataSection:
-    dataset: str = "mnist"  # mnist | fashion_mnist | cifar10
+    dataset: str = "mnist"  # a torchvision dataset (mnist, fashion_mnist, cifar10, cifar100, svhn)
     data_root: str = "data"
     image_size: int = 28  # 28 keeps MNIST as is; 32 pads (or resizes, see resize) it
     resize: bool = False  # True: bilinear resize to image_size (the course lab); False: pad with background
     download: bool = True
-    hflip: bool = False  # random horizontal flips (CIFAR-10 only)
+    hflip: bool = False  # random horizontal flips (datasets whose classes survive a mirror image)
 
 
 @dataclass
@@ -72,6 +72,7 @@ class FlowSection:
 
 @dataclass
 class TrainSection:
+
     steps: int = 10_000
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
     batch_size: int = 128  # global batch per optimiser step (all processes x accumulation)
@@ -86,7 +87,8 @@ class TrainSection:
     on_nonfinite: str = "stop"  # stop | skip
     channels_last: bool = False
     compile: bool = False
-    log_every: int = 50
+    log_every: int = 50  # also how often the device is read (loss, non-finite guard, stop requests)
+    log_with: str = "none"  # also send metrics to an accelerate tracker: tensorboard | wandb | mlflow | ... | all
     sample_every: int = 1000  # 0 = never
     checkpoint_every: int = 1000
     keep_last: int = 3
@@ -94,9 +96,9 @@ class TrainSection:
 
 @dataclass
 class SampleSection:
-    solver: str = "euler"  # euler | midpoint | heun | rk4 | adaptive | euler_maruyama
+    solver: str = "euler"  # euler | midpoint | heun | rk4 | adaptive | euler_maruyama | flow_map
     num_steps: int = 50
-    time_grid: str = "uniform"  # uniform | late (denser near t = 1)
+    time_grid: str = "auto"  # auto (the solver's default) | uniform | late (denser near t = 1)
     guidance_scale: float = 1.0
     sde_epsilon: float = 1.0
     num_images: int = 64
@@ -135,18 +137,31 @@ class RunConfig:
 
 SECTIONS = [f.name for f in dataclasses.fields(RunConfig)]
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "data.dataset": ("mnist", "fashion_mnist", "cifar10"),
-    "model.arch": ("unet", "lab_unet"),
-    "model.time_embedding": ("sinusoidal", "fourier"),
-    "flow.schedule": ("linear", "cosine", "sqrt"),
-    "flow.prediction": ("velocity", "noise"),
-    "flow.loss_reduction": ("mean", "sum"),
-    "flow.time_sampling": ("uniform", "logit_normal"),
-    "train.on_nonfinite": ("stop", "skip"),
-    "sample.solver": ("euler", "midpoint", "heun", "rk4", "adaptive", "euler_maruyama"),
-    "sample.time_grid": ("uniform", "late"),
-}
+def _choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of every choice key, read from the registries that define them."""
+    from accelerate.utils import LoggerType
+
+    from imgflow.core import REDUCTIONS, SCHEDULES, SOLVERS, TIME_GRIDS, TIME_SAMPLINGS
+    from imgflow.data import DATASETS
+    from imgflow.nn import ARCHS, TIME_EMBEDDINGS
+
+    return {
+        "data.dataset": tuple(DATASETS),
+        "model.arch": tuple(ARCHS),
+        "model.time_embedding": tuple(TIME_EMBEDDINGS),
+        "flow.schedule": tuple(SCHEDULES),
+        # the predictions whose training target stays finite up to t = 1 (a score's does not)
+        "flow.prediction": ("velocity", "noise"),
+        "flow.loss_reduction": REDUCTIONS,
+        "flow.time_sampling": TIME_SAMPLINGS,
+        "train.on_nonfinite": ("stop", "skip"),
+        "train.log_with": ("none", *(t.value for t in LoggerType)),
+        "sample.solver": tuple(SOLVERS),
+        "sample.time_grid": ("auto", *TIME_GRIDS),
+    }
+
+
+CHOICES: dict[str, tuple[str, ...]] = _choices()
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -236,32 +251,42 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    t, m, d, f, s = cfg.train, cfg.model, cfg.data, cfg.flow, cfg.sample
-    need(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
-    need(t.steps >= 1, f"train.steps must be >= 1, got {t.steps}")
-    need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-    need(t.grad_accum >= 1, f"train.grad_accum must be >= 1, got {t.grad_accum}")
-    need(t.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
-    need(t.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {t.max_minutes}")
-    need(0.0 <= t.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0 = off), got {t.ema_decay}")
-    need(t.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {t.grad_clip}")
-    need(0.0 <= t.adam_beta1 < 1.0 and 0.0 <= t.adam_beta2 < 1.0, "train.adam_beta1/adam_beta2 must be in [0, 1)")
-    need(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    train, model, data, flow, sample = cfg.train, cfg.model, cfg.data, cfg.flow, cfg.sample
+    need(train.lr > 0, f"train.lr must be > 0, got {train.lr}")
+    need(train.steps >= 1, f"train.steps must be >= 1, got {train.steps}")
+    need(train.batch_size >= 1, f"train.batch_size must be >= 1, got {train.batch_size}")
+    need(train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {train.grad_accum}")
+    need(train.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {train.warmup_steps}")
+    need(train.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {train.max_minutes}")
+    need(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0 = off), got {train.ema_decay}")
+    need(train.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {train.grad_clip}")
+    need(0.0 <= train.adam_beta1 < 1.0 and 0.0 <= train.adam_beta2 < 1.0, "train.adam_beta1/adam_beta2 must be in [0, 1)")
+    need(train.weight_decay >= 0, f"train.weight_decay must be >= 0, got {train.weight_decay}")
     for key in ("log_every", "checkpoint_every", "keep_last"):
-        need(getattr(t, key) >= 1, f"train.{key} must be >= 1, got {getattr(t, key)}")
-    need(t.sample_every >= 0, f"train.sample_every must be >= 0 (0 = never), got {t.sample_every}")
-    need(d.image_size >= 4, f"data.image_size must be >= 4, got {d.image_size}")
-    need(not (d.hflip and d.dataset != "cifar10"), "data.hflip is for cifar10 only (flipped digits are other symbols); set it false")
-    need(m.base_channels >= 1 and m.num_res_blocks >= 1, "model.base_channels and model.num_res_blocks must be >= 1")
-    need(len(m.channel_mults) >= 1 and all(c >= 1 for c in m.channel_mults), "model.channel_mults must be a non-empty list of positive integers")
-    need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
-    need(0.0 <= f.label_dropout < 1.0, f"flow.label_dropout must be in [0, 1), got {f.label_dropout}")
-    need(f.logit_normal_std > 0, f"flow.logit_normal_std must be > 0, got {f.logit_normal_std}")
-    need(s.num_steps >= 1, f"sample.num_steps must be >= 1, got {s.num_steps}")
-    need(s.num_images >= 1, f"sample.num_images must be >= 1, got {s.num_images}")
-    need(s.sde_epsilon >= 0, f"sample.sde_epsilon must be >= 0, got {s.sde_epsilon}")
-    need(s.guidance_scale == 1.0 or m.class_conditional,
-         f"sample.guidance_scale = {s.guidance_scale} needs a class-conditional model; set model.class_conditional = true or guidance_scale = 1")
+        need(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
+    need(train.sample_every >= 0, f"train.sample_every must be >= 0 (0 = never), got {train.sample_every}")
+    need(data.image_size >= 4, f"data.image_size must be >= 4, got {data.image_size}")
+    _validate_data(data)
+    need(model.base_channels >= 1 and model.num_res_blocks >= 1, "model.base_channels and model.num_res_blocks must be >= 1")
+    need(len(model.channel_mults) >= 1 and all(c >= 1 for c in model.channel_mults),
+         "model.channel_mults must be a non-empty list of positive integers")
+    need(0.0 <= model.dropout < 1.0, f"model.dropout must be in [0, 1), got {model.dropout}")
+    need(0.0 <= flow.label_dropout < 1.0, f"flow.label_dropout must be in [0, 1), got {flow.label_dropout}")
+    need(flow.logit_normal_std > 0, f"flow.logit_normal_std must be > 0, got {flow.logit_normal_std}")
+    need(sample.num_steps >= 1, f"sample.num_steps must be >= 1, got {sample.num_steps}")
+    need(sample.num_images >= 1, f"sample.num_images must be >= 1, got {sample.num_images}")
+    need(sample.sde_epsilon >= 0, f"sample.sde_epsilon must be >= 0, got {sample.sde_epsilon}")
+    need(sample.guidance_scale == 1.0 or model.class_conditional,
+         f"sample.guidance_scale = {sample.guidance_scale} needs a class-conditional model; "
+         "set model.class_conditional = true or guidance_scale = 1")
+
+
+def _validate_data(data: DataSection) -> None:
+    from imgflow.data import dataset_entry
+
+    entry = dataset_entry(data.dataset)
+    if data.hflip and not getattr(entry, "flippable", True):
+        raise ConfigError(f"data.hflip = true would mirror {data.dataset} images into other symbols; set it false")
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -285,11 +310,13 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
     return cfg
 
 
-def add_override_arguments(parser: "typing.Any") -> None:
-    """Add one `--section.key VALUE` option per config key to an argparse parser."""
+def add_override_arguments(parser: typing.Any, sections: typing.Sequence[str] = tuple(SECTIONS)) -> None:
+    """Add one `--section.key VALUE` option per config key (of the given sections) to an argparse parser."""
     defaults = RunConfig().to_dict()
     for dotted in all_keys():
         section, key = dotted.split(".")
+        if section not in sections:
+            continue
         parser.add_argument(
             f"--{dotted}",
             dest=f"override:{dotted}",
@@ -299,7 +326,7 @@ def add_override_arguments(parser: "typing.Any") -> None:
         )
 
 
-def overrides_from_args(args: "typing.Any") -> dict[str, Any]:
+def overrides_from_args(args: typing.Any) -> dict[str, Any]:
     """Collect the `--section.key` values that were given, parsed as TOML literals."""
     out = {}
     for name, value in vars(args).items():

@@ -1,4 +1,4 @@
-"""Build the model and the probability path that a run configuration describes."""
+"""Build the model and the probability path that a run configuration describes, for its data."""
 
 from __future__ import annotations
 
@@ -6,14 +6,26 @@ from torch import nn
 
 from imgflow.config import ConfigError, RunConfig
 from imgflow.core import GaussianPath, schedule_from_name
-from imgflow.data import CHANNELS, NUM_CLASSES
+from imgflow.data import DataSpec, dataset_spec
 
 
-def build_model(cfg: RunConfig) -> nn.Module:
-    """The network of cfg.model for cfg.data's images; a size it cannot divide is a ConfigError."""
+def is_class_conditional(cfg: RunConfig, spec: DataSpec) -> bool:
+    """Whether the model takes labels: the config asks for it and the data has classes (the lab U-Net always does)."""
+    return cfg.model.arch == "lab_unet" or (cfg.model.class_conditional and spec.num_classes > 0)
+
+
+def build_model(cfg: RunConfig, spec: DataSpec | None = None) -> nn.Module:
+    """The network of cfg.model for images of `spec` (default: the spec cfg.data implies).
+
+    Channels, size and the number of classes come from the data: the label embedding has
+    num_classes + 1 rows, the last one the null label of classifier-free guidance. A size the
+    network cannot halve is a ConfigError.
+    """
     from imgflow.nn import LabUNet, UNet
 
-    m, d = cfg.model, cfg.data
+    spec = spec or dataset_spec(cfg.data)
+    m = cfg.model
+    conditional = is_class_conditional(cfg, spec)
     try:
         if m.arch == "lab_unet":
             return LabUNet(
@@ -21,13 +33,13 @@ def build_model(cfg: RunConfig) -> nn.Module:
                 num_residual_layers=m.num_res_blocks,
                 t_embed_dim=m.embed_dim,
                 y_embed_dim=m.embed_dim,
-                num_classes=NUM_CLASSES,
-                in_channels=CHANNELS[d.dataset],
-                image_size=d.image_size,
+                num_classes=max(spec.num_classes, 1),
+                in_channels=spec.channels,
+                image_size=spec.image_size,
             )
         return UNet(
-            in_channels=CHANNELS[d.dataset],
-            image_size=d.image_size,
+            in_channels=spec.channels,
+            image_size=spec.image_size,
             base_channels=m.base_channels,
             channel_mults=m.channel_mults,
             num_res_blocks=m.num_res_blocks,
@@ -35,18 +47,13 @@ def build_model(cfg: RunConfig) -> nn.Module:
             mid_attention=m.mid_attention,
             num_heads=m.num_heads,
             dropout=m.dropout,
-            num_classes=NUM_CLASSES if m.class_conditional else None,
+            num_classes=spec.num_classes if conditional else None,
             time_embedding=m.time_embedding,
         )
     except ValueError as exc:
         raise ConfigError(f"model config does not fit the data: {exc}") from None
 
 
-def is_class_conditional(cfg: RunConfig) -> bool:
-    """Whether the model takes labels (the lab U-Net always does)."""
-    return cfg.model.class_conditional or cfg.model.arch == "lab_unet"
-
-
 def build_path(cfg: RunConfig) -> GaussianPath:
-    """x_t = alpha_t z + beta_t eps with the configured schedule ('linear' is the linear path)."""
+    """x_t = alpha_t data + beta_t noise with the configured schedule ('linear' is the linear path)."""
     return GaussianPath(schedule_from_name(cfg.flow.schedule))

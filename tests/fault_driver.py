@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import imgflow.checkpoint as ckpt_module
+import imgflow.files as files_module
 
 REPO = Path(__file__).resolve().parents[1]
 kind, _, step = os.environ.get("IMGFLOW_FAULT", ":").partition(":")
-original_save, original_write = ckpt_module.save_file, ckpt_module.atomic_write_bytes
+original_save, original_write = files_module.save_file, ckpt_module.atomic_write_bytes
 
 
 def die() -> None:
@@ -41,7 +42,7 @@ def atomic_write_bytes(path, data):
     return original_write(path, data)
 
 
-ckpt_module.save_file = save_file
+files_module.save_file = save_file
 ckpt_module.atomic_write_bytes = atomic_write_bytes
 sys.argv = [str(REPO / "scripts/train_images.py"), *sys.argv[1:]]
 runpy.run_path(sys.argv[0], run_name="__main__")

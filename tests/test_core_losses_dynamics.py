@@ -34,11 +34,11 @@ from imgflow.core import (
 )
 
 
-def point_mass_velocity(path, z0):
-    """The exact marginal velocity when the data is the single point z0."""
+def point_mass_velocity(path, point):
+    """The exact marginal velocity when the data is the single point `point`."""
 
     def field(x, t):
-        return path.conditional_vector_field(x, z0.expand_as(x), t)
+        return path.conditional_vector_field(x, point.expand_as(x), t)
 
     return field
 
@@ -46,15 +46,17 @@ def point_mass_velocity(path, z0):
 def test_flow_matching_loss_is_zero_at_the_exact_field_and_reductions_scale():
     torch.manual_seed(0)
     path = GaussianPath(CosineSchedule())
-    z0 = torch.randn(1, 3, 4, 4)
-    z = z0.expand(16, 3, 4, 4)
+    point = torch.randn(1, 3, 4, 4)
+    data = point.expand(16, 3, 4, 4)
     t = torch.rand(16) * 0.9
-    exact = point_mass_velocity(path, z0)
-    assert flow_matching_loss(exact, path, z, t).item() < 1e-8
-    wrong = lambda x, t: exact(x, t) + 1.0  # noqa: E731
-    x0 = torch.randn_like(z)
-    mean = flow_matching_loss(wrong, path, z, t, x0=x0)
-    summed = flow_matching_loss(wrong, path, z, t, x0=x0, reduction="sum")
+    exact = point_mass_velocity(path, point)
+    assert flow_matching_loss(exact, path, data, t).item() < 1e-8
+    wrong = lambda x, t: exact(x, t) + 1.0
+    noise = torch.randn_like(data)
+    mean = flow_matching_loss(wrong, path, data, t, noise=noise)
+    summed = flow_matching_loss(wrong, path, data, t, noise=noise, reduction="sum")
+    per_sample = flow_matching_loss(wrong, path, data, t, noise=noise, per_sample=True)
+    assert per_sample.shape == (16,) and torch.allclose(per_sample.mean(), mean)
     assert mean.item() == pytest.approx(1.0, rel=1e-4)
     assert summed.item() == pytest.approx(48.0, rel=1e-4)
 
@@ -62,28 +64,28 @@ def test_flow_matching_loss_is_zero_at_the_exact_field_and_reductions_scale():
 def test_interpolant_loss_is_half_fm_loss_minus_a_constant():
     torch.manual_seed(0)
     path = LinearPath()
-    z, x0, t = torch.randn(32, 2), torch.randn(32, 2), torch.rand(32)
-    dI = path.interpolant_velocity(z, x0, t)
+    data, noise, t = torch.randn(32, 2), torch.randn(32, 2), torch.rand(32)
+    dI = path.interpolant_velocity(data, noise, t)
     const = 0.5 * (dI**2).mean(1).mean()
     for shift in (0.0, 0.3, -2.0):
         model = lambda x, t, s=shift: torch.sin(x) + s  # noqa: E731
-        fm = flow_matching_loss(model, path, z, t, x0=x0)
-        il = interpolant_loss(model, path, z, t, x0=x0)
+        fm = flow_matching_loss(model, path, data, t, noise=noise)
+        il = interpolant_loss(model, path, data, t, noise=noise)
         assert il.item() == pytest.approx(0.5 * fm.item() - const.item(), abs=1e-5)
 
 
 def test_score_and_noise_losses_vanish_at_their_targets():
     torch.manual_seed(0)
     path = GaussianPath(LinearSchedule())
-    z0 = torch.randn(1, 2)
-    z = z0.expand(64, 2)
+    point = torch.randn(1, 2)
+    data = point.expand(64, 2)
     t = torch.rand(64) * 0.9
-    score = lambda x, t: path.conditional_score(x, z0.expand_as(x), t)  # noqa: E731
+    score = lambda x, t: path.conditional_score(x, point.expand_as(x), t)
     noise = lambda x, t: convert(score(x, t), "score", "noise", path.schedule, x, t)  # noqa: E731
-    assert score_matching_loss(score, path, z, t).item() < 1e-8
-    assert noise_prediction_loss(noise, path, z, t).item() < 1e-8
+    assert score_matching_loss(score, path, data, t).item() < 1e-8
+    assert noise_prediction_loss(noise, path, data, t).item() < 1e-8
     with pytest.raises(TypeError, match="GaussianPath"):
-        score_matching_loss(score, LinearPath(), z, t)
+        score_matching_loss(score, LinearPath(), data, t)
 
 
 def test_diffusion_coefficient_is_deterministic():
@@ -112,8 +114,8 @@ def test_classifier_free_guidance_combines_predictions():
 
 def test_model_field_converts_noise_predictions():
     path = GaussianPath(CosineSchedule())
-    z0 = torch.randn(1, 2)
-    exact_u = point_mass_velocity(path, z0)
+    point = torch.randn(1, 2)
+    exact_u = point_mass_velocity(path, point)
     noise_model = lambda x, t: convert(exact_u(x, t), "velocity", "noise", path.schedule, x, t)  # noqa: E731
     field = ModelField(noise_model, prediction="noise", schedule=path.schedule)
     x, t = torch.randn(16, 2), torch.rand(16) * 0.8 + 0.1
@@ -197,8 +199,8 @@ def test_euler_maruyama_increment_has_variance_g2_h():
 
 def test_interpolant_sde_is_finite_at_t_one_and_reduces_to_ode():
     path = GaussianPath(LinearSchedule())
-    z0 = torch.randn(1, 2)
-    u = point_mass_velocity(path, z0)
+    point = torch.randn(1, 2)
+    u = point_mass_velocity(path, point)
     safe_u = lambda x, t: u(x, t.clamp(max=0.999))  # noqa: E731
     sde = InterpolantSDE(safe_u, path.schedule, epsilon=1.0)
     x = torch.randn(16, 2)

@@ -54,22 +54,22 @@ def test_gaussian_path_moments_and_fields():
     torch.manual_seed(0)
     path = GaussianPath(CosineSchedule())
     n = 200_000
-    z = torch.tensor([[2.0, -1.0]]).expand(n, 2)
+    data = torch.tensor([[2.0, -1.0]]).expand(n, 2)
     t = torch.full((n,), 0.3)
-    x = path.sample_conditional_path(z, t)
+    x = path.sample_conditional_path(data, t)
     a, b = math.sin(0.15 * math.pi), math.cos(0.15 * math.pi)
     # sample mean error ~ b / sqrt(n) ~ 2e-3 per coordinate: 5 sigma = 1e-2
-    assert torch.allclose(x.mean(0), a * z[0], atol=1e-2)
+    assert torch.allclose(x.mean(0), a * data[0], atol=1e-2)
     # sample variance error ~ b^2 sqrt(2/n) ~ 2.5e-3: 5 sigma = 1.3e-2
     assert torch.allclose(x.var(0), torch.full((2,), b * b), atol=1.3e-2)
 
-    x0 = torch.randn(5, 2)
-    zz = torch.randn(5, 2)
+    noise = torch.randn(5, 2)
+    points = torch.randn(5, 2)
     tt = torch.rand(5) * 0.9
-    xt = path.interpolate(zz, x0, tt)
-    assert torch.allclose(path.conditional_vector_field(xt, zz, tt), path.interpolant_velocity(zz, x0, tt), atol=1e-5)
+    xt = path.interpolate(points, noise, tt)
+    assert torch.allclose(path.conditional_vector_field(xt, points, tt), path.interpolant_velocity(points, noise, tt), atol=1e-5)
     beta = path.schedule.beta(tt)[:, None]
-    assert torch.allclose(path.conditional_score(xt, zz, tt), -x0 / beta, atol=1e-4)
+    assert torch.allclose(path.conditional_score(xt, points, tt), -noise / beta, atol=1e-4)
 
 
 def test_linear_path_with_arbitrary_source():
@@ -78,14 +78,14 @@ def test_linear_path_with_arbitrary_source():
             return torch.rand(n, 2) + 5.0
 
     path = LinearPath(p_simple=Uniform())
-    z = torch.zeros(1000, 2)
-    x_start = path.sample_conditional_path(z, torch.zeros(1000))
+    data = torch.zeros(1000, 2)
+    x_start = path.sample_conditional_path(data, torch.zeros(1000))
     assert x_start.min() >= 5.0 and x_start.max() <= 6.0  # t = 0 is the source
-    assert torch.equal(path.sample_conditional_path(z, torch.ones(1000)), z)  # t = 1 is the data
-    x0 = path.sample_source(z)
+    assert torch.equal(path.sample_conditional_path(data, torch.ones(1000)), data)  # t = 1 is the data
+    noise = path.sample_source(data)
     t = torch.rand(1000) * 0.99
-    xt = path.interpolate(z, x0, t)
-    assert torch.allclose(path.conditional_vector_field(xt, z, t), z - x0, atol=1e-3)
+    xt = path.interpolate(data, noise, t)
+    assert torch.allclose(path.conditional_vector_field(xt, data, t), data - noise, atol=1e-3)
 
 
 def _point_mass_truth(schedule, x, t, z0):

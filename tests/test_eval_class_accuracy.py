@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from imgflow.evaluation.class_accuracy import accuracy_from_predictions, balanced_labels, class_accuracy
-from imgflow.sampling import SamplerSettings
+from imgflow.data import DataSpec
+from imgflow.evaluation.class_accuracy import accuracy_from_predictions, class_accuracy
+from imgflow.sampler import Sampler, balanced_labels
 from tests.image_helpers import tiny_config
 
 REGION = 6  # pixels per class region in the flattened 8x8 image: class k owns pixels 6k .. 6k + 5
@@ -48,27 +49,26 @@ def expected_accuracy(signal: float) -> float:
 
 
 def test_accuracy_from_predictions_counts_per_class_and_confusion():
-    labels = balanced_labels(30)
+    labels = balanced_labels(30, list(range(10)))
     assert labels.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1] and torch.bincount(labels).tolist() == [3] * 10
     pred = labels.clone()
     pred[labels == 3] = 5  # every 3 is taken for a 5
     pred[0] = 9  # one 0 is taken for a 9
-    res = accuracy_from_predictions(pred, labels, guidance_scale=2.0)
+    res = accuracy_from_predictions(pred, labels, 10, guidance_scale=2.0)
     assert res.accuracy == pytest.approx(26 / 30)
     assert res.per_class[3] == 0.0 and res.per_class[0] == pytest.approx(2 / 3) and res.per_class[1] == 1.0
     assert res.confusion[3][5] == 3 and res.confusion[0][9] == 1 and sum(map(sum, res.confusion)) == 30
     assert res.num_samples == 30 and res.guidance_scale == 2.0
-    few = accuracy_from_predictions(torch.tensor([1]), torch.tensor([1]))
+    few = accuracy_from_predictions(torch.tensor([1]), torch.tensor([1]), 10)
     assert few.accuracy == 1.0 and math.isnan(few.per_class[0])
 
 
 def test_guidance_moves_class_accuracy_from_chance_to_one_as_predicted(tmp_path):
     cfg = tiny_config(tmp_path / "run")
-    model = ConstantClassField(amplitude=1.0)
+    sampler = Sampler(ConstantClassField(amplitude=1.0), cfg, DataSpec("blobs", 1, 8, tuple("abcdefghij")))
     per_class = 60
     n = 10 * per_class
-    results = class_accuracy(model, cfg, region_classifier, [0.0, 0.4, 3.0], per_class,
-                             SamplerSettings(solver="euler", num_steps=2), seed=5, batch_size=256)
+    results = class_accuracy(sampler, region_classifier, [0.0, 0.4, 3.0], per_class, solver="euler", steps=2, seed=5, batch_size=256)
     assert [r.guidance_scale for r in results] == [0.0, 0.4, 3.0] and all(r.num_samples == n for r in results)
     for r in results:
         expected = 0.1 if r.guidance_scale == 0.0 else expected_accuracy(r.guidance_scale * 1.0)
@@ -78,5 +78,5 @@ def test_guidance_moves_class_accuracy_from_chance_to_one_as_predicted(tmp_path)
     assert 0.2 < expected_accuracy(0.4) < 0.5  # the middle case (0.33) is neither chance nor 1
     assert results[2].accuracy > 0.99 and min(results[2].per_class) > 0.95
     # the same noise seeds at every scale: at w = 0 the samples are the pure noise, identical across calls
-    again = class_accuracy(model, cfg, region_classifier, [0.0], per_class, SamplerSettings(solver="heun", num_steps=1), seed=5)
+    again = class_accuracy(sampler, region_classifier, [0.0], per_class, solver="heun", steps=1, seed=5)
     assert again[0].confusion == results[0].confusion

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from imgflow.config import load_config
 from imgflow.evaluation import fid as fid_mod
 from imgflow.evaluation.classifier import ClassifierArch, ImageClassifier, save_classifier
 from imgflow.evaluation.fid import (
@@ -115,7 +116,7 @@ def test_reference_statistics_are_cached_once_and_invalidated_by_a_new_classifie
     write_idx_mnist(tmp_path / "data", n_train=16, n_test=40, size=8)
     clf_path = tmp_path / "clf.safetensors"
     clf = _tiny_classifier(0)
-    save_classifier(clf_path, clf, "mnist", 8, 0.5)
+    save_classifier(clf_path, clf, {"dataset": "mnist", "image_size": "8"}, 0.5)
     calls = []
     original = fid_mod.compute_feature_statistics
 
@@ -124,7 +125,8 @@ def test_reference_statistics_are_cached_once_and_invalidated_by_a_new_classifie
         return original(*args, **kwargs)
 
     monkeypatch.setattr(fid_mod, "compute_feature_statistics", counting)
-    kw = dict(dataset="mnist", data_root=tmp_path / "data", image_size=8, split="test", cache_dir=tmp_path / "cache")
+    data = load_config(None, {"data.data_root": str(tmp_path / "data"), "data.image_size": 8, "data.download": False}).data
+    kw = dict(data=data, split="test", cache_dir=tmp_path / "cache")
 
     first = reference_statistics(clf_path, clf.features, **kw)
     assert first.computed and first.cache_written and first.cache_path.is_file() and len(calls) == 1
@@ -142,7 +144,7 @@ def test_reference_statistics_are_cached_once_and_invalidated_by_a_new_classifie
 
     # retrain (here: new weights) -> the file hash changes -> recomputed, and the stale file removed
     clf2 = _tiny_classifier(1)
-    save_classifier(clf_path, clf2, "mnist", 8, 0.5)
+    save_classifier(clf_path, clf2, {"dataset": "mnist", "image_size": "8"}, 0.5)
     third = reference_statistics(clf_path, clf2.features, **kw)
     assert third.computed and len(calls) == 3 and third.cache_path != first.cache_path
     assert not first.cache_path.exists() and third.cache_path.is_file()
@@ -157,8 +159,9 @@ def test_reference_statistics_are_cached_once_and_invalidated_by_a_new_classifie
 def test_default_cache_lives_next_to_the_classifier(tmp_path):
     write_idx_mnist(tmp_path / "data", n_train=16, n_test=20, size=8)
     clf = _tiny_classifier(0)
-    save_classifier(tmp_path / "c.safetensors", clf, "mnist", 8, 0.5)
-    ref = reference_statistics(tmp_path / "c.safetensors", clf.features, "mnist", tmp_path / "data", 8)
+    save_classifier(tmp_path / "c.safetensors", clf, {"dataset": "mnist", "image_size": "8"}, 0.5)
+    data = load_config(None, {"data.data_root": str(tmp_path / "data"), "data.image_size": 8, "data.download": False}).data
+    ref = reference_statistics(tmp_path / "c.safetensors", clf.features, data)
     assert ref.cache_path.parent == tmp_path and ref.cache_path.name.startswith("c.mnist-8-test.")
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from imgflow.config import ConfigError, RunConfig, load_config, parse_literal
-from imgflow.data import BatchSchedule, DatasetNotFoundError, fit_size, load_image_data
+from imgflow.data import DatasetNotFoundError, fit_size, load_image_data
+from imgflow.training.batches import BatchSchedule
 from tests.image_helpers import write_idx_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,9 +31,11 @@ def test_shipped_configs_load_and_round_trip(path):
         ({"train.lr": -1e-3}, "train.lr must be > 0"),
         ({"train.batch_size": 0}, "train.batch_size must be >= 1"),
         ({"model.class_conditional": False, "sample.guidance_scale": 3.0}, "needs a class-conditional model"),
-        ({"flow.schedule": "quadratic"}, "flow.schedule = 'quadratic' is not one of: linear, cosine, sqrt"),
+        ({"flow.schedule": "quadratic"}, "flow.schedule = 'quadratic' is not one of: linear, sqrt, cosine"),
         ({"model.channel_mults": [1, "x"]}, "model.channel_mults .* must be a list of integers"),
-        ({"data.hflip": True}, "data.hflip is for cifar10 only"),
+        ({"data.hflip": True}, "data.hflip = true would mirror mnist images into other symbols"),
+        ({"sample.solver": "rk5"}, "sample.solver = 'rk5' is not one of: euler, midpoint, heun, rk4, adaptive, euler_maruyama"),
+        ({"train.log_with": "tensorbored"}, "train.log_with = 'tensorbored' is not one of: none, all, "),
     ],
 )
 def test_bad_config_values_are_rejected_with_the_key(overrides, message):

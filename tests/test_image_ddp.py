@@ -47,7 +47,7 @@ def test_two_processes_match_one_and_write_one_set_of_files(tmp_path):
 
     run = tmp_path / "two"
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["ckpt-00000003.safetensors", "ckpt-00000006.safetensors", "config.json", "latest", "metrics.jsonl", "samples"]
+        [".lock", "ckpt-00000003.safetensors", "ckpt-00000006.safetensors", "config.json", "latest", "metrics.jsonl", "samples"]
     )
     assert [p.name for p in (run / "samples").iterdir()] == ["step-00000006.png"]
     # the same samples in every global batch: the curves differ only by the order of float sums

@@ -13,7 +13,7 @@ from imgflow.checkpoint import CheckpointError, list_checkpoints, load_checkpoin
 from imgflow.config import ConfigError, load_config
 from imgflow.core import flow_matching_loss
 from imgflow.factory import build_model, build_path
-from imgflow.sampling import SamplerSettings, sample_images
+from imgflow.sampler import Sampler
 from imgflow.training.metrics_log import read_metrics
 from imgflow.training.trainer import NonFiniteLossError, Trainer, train
 from tests.image_helpers import blob_images, tiny_config
@@ -25,11 +25,11 @@ def eval_loss(model, cfg, data, seed=123):
     """Flow-matching loss of `model` on a fixed batch, times and noise (no dropout of labels)."""
     g = torch.Generator().manual_seed(seed)
     idx = torch.arange(64) % len(data)
-    z, y = data.batch(idx)
+    images, y = data.batch(idx)
     t = torch.rand(64, generator=g)
-    x0 = torch.randn(z.shape, generator=g)
+    noise = torch.randn(images.shape, generator=g)
     with torch.no_grad():
-        return flow_matching_loss(model, build_path(cfg), z, t, x0=x0, model_kwargs={"y": y}).item()
+        return flow_matching_loss(model, build_path(cfg), images, t, noise=noise, model_kwargs={"y": y}).item()
 
 
 def all_state(trainer):
@@ -61,6 +61,11 @@ def test_training_lowers_the_loss_and_writes_outputs(tmp_path):
     metrics = read_metrics(cfg_dir)
     assert [m["step"] for m in metrics] == list(range(2, 61, 2))
     assert all(m["loss"] > 0 and m["images_per_s"] > 0 for m in metrics)
+    # the loss by time bin: 10 bins, each the mean of the per-sample losses whose t fell in it; the
+    # samples' overall mean lies between the smallest and largest bin means
+    by_t = [m["loss_by_t"] for m in metrics]
+    assert all(len(b) == 10 for b in by_t)
+    assert all(min(v for v in b if v is not None) <= m["loss"] <= max(v for v in b if v is not None) for b, m in zip(by_t, metrics))
     assert not list(cfg_dir.glob(".*.tmp"))
 
 
@@ -71,8 +76,9 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     trainer.run(progress=False)
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.step == 4 and ckpt.config.to_dict() == cfg.to_dict()
+    assert ckpt.spec == data.spec and ckpt.spec.num_classes == 10 and ckpt.spec.shape == (1, 8, 8)
     for which, source in (("raw", trainer.model), ("ema", trainer.ema.module)):
-        rebuilt = build_model(ckpt.config)
+        rebuilt = build_model(ckpt.config, ckpt.spec)
         load_weights_into(rebuilt, ckpt.weights(which), ckpt.path)
         x, t, y = torch.randn(5, 1, 8, 8), torch.rand(5), torch.tensor([0, 1, 2, 3, 10])
         source.eval(), rebuilt.eval()
@@ -127,7 +133,7 @@ def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     trainer = Trainer(tiny_config(tmp_path / "run", **{"train.steps": 8}), resume="latest", data=data)
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match="at step 4; the last good checkpoint is .*ckpt-00000004"):
+    with pytest.raises(NonFiniteLossError, match="in step 5; the last good checkpoint is .*ckpt-00000004"):
         trainer.run(progress=False)
     assert (tmp_path / "run" / "latest").read_text() == "ckpt-00000004.safetensors"
     assert (tmp_path / "run" / "ckpt-00000004.safetensors").read_bytes() == ckpt_before
@@ -139,8 +145,8 @@ def test_nonfinite_loss_can_be_skipped(tmp_path):
     trainer.data.images[:] = 0
     original = trainer.data.batch
 
-    def poisoned(indices):
-        x, y = original(indices)
+    def poisoned(indices, device=None):
+        x, y = original(indices, device)
         return x * float("inf"), y
 
     trainer.data.batch = poisoned
@@ -155,20 +161,44 @@ def test_sampling_is_reproducible_batch_independent_and_guidance_matters(tmp_pat
     cfg = tiny_config(tmp_path / "run", **{"train.steps": 12})
     trainer = Trainer(cfg, data=data)
     trainer.run(progress=False)
-    model = trainer.ema.module.eval()
-    settings = SamplerSettings(solver="heun", num_steps=3, guidance_scale=2.0)
-    a, _, nfe = sample_images(model, cfg, settings, num_images=6, seed=7, batch_size=6)
-    b, _, _ = sample_images(model, cfg, settings, num_images=6, seed=7, batch_size=4)
-    assert nfe == 6  # Heun: 2 evaluations per step
-    assert torch.allclose(a, b, atol=1e-5)
-    assert torch.equal(a, sample_images(model, cfg, settings, num_images=6, seed=7, batch_size=6)[0])
-    settings.guidance_scale = 1.0
-    c, _, _ = sample_images(model, cfg, settings, num_images=6, seed=7, batch_size=6)
-    assert (a - c).abs().max() > 1e-3
-    sde = SamplerSettings(solver="euler_maruyama", num_steps=3, sde_epsilon=0.5)
-    s1, _, _ = sample_images(model, cfg, sde, num_images=6, seed=7, batch_size=6)
-    s2, _, _ = sample_images(model, cfg, sde, num_images=6, seed=7, batch_size=2)
-    assert torch.isfinite(s1).all() and torch.allclose(s1, s2, atol=1e-5)
+    sampler = Sampler(trainer.ema.module, cfg, data.spec)
+    a = sampler.sample(6, solver="heun", steps=3, guidance=2.0, seed=7, batch_size=6)
+    b = sampler.sample(6, solver="heun", steps=3, guidance=2.0, seed=7, batch_size=4)
+    assert a.nfe == 6 and a.settings.time_grid == "late"  # Heun: 2 evaluations per step; its default grid
+    assert torch.allclose(a.images, b.images, atol=1e-5)
+    assert torch.equal(a.images, sampler.sample(6, solver="heun", steps=3, guidance=2.0, seed=7, batch_size=6).images)
+    c = sampler.sample(6, solver="heun", steps=3, guidance=1.0, seed=7, batch_size=6)
+    assert (a.images - c.images).abs().max() > 1e-3
+    s1 = sampler.sample(6, solver="euler_maruyama", steps=3, sde_epsilon=0.5, seed=7, batch_size=6)
+    s2 = sampler.sample(6, solver="euler_maruyama", steps=3, sde_epsilon=0.5, seed=7, batch_size=2)
+    assert torch.isfinite(s1.images).all() and torch.allclose(s1.images, s2.images, atol=1e-5)
+
+
+def test_sampler_from_a_run_folder_takes_classes_by_index_or_name(tmp_path):
+    from imgflow.data import ImageData
+
+    blobs = blob_images(64)
+    names = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+    data = ImageData(blobs.images, blobs.labels, blobs.spec.__class__("tensors", 1, 8, names))
+    train(tiny_config(tmp_path / "run", **{"train.steps": 4}), data=data, progress=False)
+    sampler = Sampler.from_checkpoint(tmp_path / "run", device="cpu")
+    assert sampler.class_names == names and sampler.step == 4 and sampler.image_shape == (1, 8, 8)
+    by_name = sampler.sample(4, labels=["three", "Seven"], steps=2)
+    by_index = sampler.sample(4, labels=[3, 7], steps=2)
+    assert by_name.labels.tolist() == [3, 7, 3, 7] and torch.equal(by_name.images, by_index.images)
+    assert sampler.sample(3, labels="nine", steps=1).labels.tolist() == [9, 9, 9]
+    everything = sampler.sample(12, steps=1)
+    assert everything.labels.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert everything.images.shape == (12, 1, 8, 8) and everything.images.dtype == torch.float32
+    pil = everything.to_pil()
+    assert len(pil) == 12 and pil[0].size == (8, 8) and pil[0].mode == "L"
+    assert everything.grid().size == (10 * (8 + 2) + 2, 2 * (8 + 2) + 2)  # one class per column
+    with pytest.raises(ConfigError, match="unknown class 'eleven'; the tensors classes are zero, one"):
+        sampler.sample(2, labels="eleven")
+    with pytest.raises(ConfigError, match="class index 10 is outside 0..9"):
+        sampler.sample(2, labels=[10])
+    with pytest.raises(ConfigError, match="solver 'flow_map' jumps with a flow-map model"):
+        sampler.sample(2, solver="flow_map")
 
 
 def test_sample_script_writes_a_grid_and_raw_samples(tmp_path):
@@ -195,7 +225,8 @@ def test_sample_script_writes_a_grid_and_raw_samples(tmp_path):
         (["{garbage}", "--out", "{tmp}/g.png"], "is not a readable safetensors checkpoint"),
         (["{truncated}", "--out", "{tmp}/g.png"], "is not a readable safetensors checkpoint"),
         (["{run}", "--out", "{tmp}/nodir/g.png"], "does not exist; create it"),
-        (["{run}", "--out", "{tmp}/g.png", "--classes", "12"], "labels in 0..9"),
+        (["{run}", "--out", "{tmp}/g.png", "--classes", "12"], "class index 12 is outside 0..9"),
+        (["{run}", "--out", "{tmp}/g.png", "--classes", "cat"], "unknown class 'cat'"),
     ],
 )
 def test_sample_script_bad_input_is_one_line(tmp_path, args, message):
@@ -218,7 +249,7 @@ def test_checkpoint_for_another_architecture_is_rejected(tmp_path):
     data = blob_images(32)
     train(tiny_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2}), data=data, progress=False)
     ckpt = load_checkpoint(tmp_path / "run")
-    other = build_model(tiny_config(tmp_path / "x", **{"model.base_channels": 16}))
+    other = build_model(tiny_config(tmp_path / "x", **{"model.base_channels": 16}), ckpt.spec)
     with pytest.raises(CheckpointError, match="does not match the model .*of another shape"):
         load_weights_into(other, ckpt.weights("ema"), ckpt.path)
 

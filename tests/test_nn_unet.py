@@ -265,11 +265,11 @@ def test_a_few_training_steps_fit_a_batch():
     model = small_unet(image_size=8, channel_mults=(1, 2), attention=(4,), num_classes=3)
     path = LinearPath()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    z, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
-    x0, t = torch.randn_like(z), torch.rand(8)
+    data, y = torch.randn(8, 1, 8, 8), torch.randint(0, 3, (8,))
+    noise, t = torch.randn_like(data), torch.rand(8)
     losses = []
     for _ in range(30):
-        loss = flow_matching_loss(model, path, z, t, x0=x0, model_kwargs={"y": y})
+        loss = flow_matching_loss(model, path, data, t, noise=noise, model_kwargs={"y": y})
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -279,6 +279,6 @@ def test_a_few_training_steps_fit_a_batch():
     assert model.class_embed.embedding.weight.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
-        a = model(z[:1], t[:1], torch.tensor([0]))
-        b = model(z[:1], t[:1], torch.tensor([1]))
+        a = model(data[:1], t[:1], torch.tensor([0]))
+        b = model(data[:1], t[:1], torch.tensor([1]))
     assert (a - b).abs().max() > 1e-5

@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import random
-import runpy
 import signal
 import subprocess
 import sys
@@ -16,6 +15,9 @@ import pytest
 import torch
 
 from imgflow.checkpoint import load_checkpoint
+from imgflow.cli import run
+from imgflow.cli.sample import main as sample_main
+from imgflow.cli.train import main as train_main
 from imgflow.training.metrics_log import read_metrics
 from tests.image_helpers import write_idx_mnist
 
@@ -180,14 +182,12 @@ SAMPLE_CASES = {
 }
 
 
-def run_script_in_process(script: str, argv: list[str], capsys, monkeypatch, cwd: Path):
-    """Run scripts/<script> as __main__ in this process; returns (exit code, stdout, stderr)."""
+def run_command_in_process(main, argv: list[str], capsys, monkeypatch, cwd: Path):
+    """Run a command line's main (imgflow.cli.*) in this process; returns (exit code, stdout, stderr)."""
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", [script, *argv])
-    with pytest.raises(SystemExit) as info:
-        runpy.run_path(str(REPO / "scripts" / script), run_name="__main__")
+    code = run(main, argv)
     out = capsys.readouterr()
-    return info.value.code, out.out, out.err
+    return code, out.out, out.err
 
 
 def _check_one_line_error(code, stdout, stderr, expected):
@@ -204,7 +204,7 @@ def test_bad_training_input_is_one_line_and_changes_nothing(precious, case, caps
     (ws / "typo.toml").write_text("[train]\nsetps = 10\n")
     before = snapshot(ws)
     args, expected = TRAIN_CASES[case]
-    result = run_script_in_process("train_images.py", [a.format(ws=ws) for a in args], capsys, monkeypatch, ws)
+    result = run_command_in_process(train_main, [a.format(ws=ws) for a in args], capsys, monkeypatch, ws)
     _check_one_line_error(*result, expected)
     assert snapshot(ws) == before
     assert not (ws / "new").exists()
@@ -215,7 +215,7 @@ def test_bad_sampling_input_is_one_line_and_changes_nothing(precious, case, caps
     ws = precious
     before = snapshot(ws)
     args, expected = SAMPLE_CASES[case]
-    result = run_script_in_process("sample_images.py", [a.format(ws=ws) for a in args], capsys, monkeypatch, ws)
+    result = run_command_in_process(sample_main, [a.format(ws=ws) for a in args], capsys, monkeypatch, ws)
     _check_one_line_error(*result, expected)
     assert snapshot(ws) == before
 

@@ -111,6 +111,6 @@ class GaussianMixtureMarginals:
         return self.velocity(x, t)
 
     def sample(self, t: Tensor | float, num_samples: int) -> Tensor:
-        """x ~ p_t via the core path: z ~ mixture, then alpha_t z + beta_t eps: (n, D)."""
-        z = self.mixture.sample(num_samples)
-        return self.path.sample_conditional_path(z, batch_times(t, z))
+        """x ~ p_t via the core path: data ~ mixture, then alpha_t data + beta_t noise: (n, D)."""
+        data = self.mixture.sample(num_samples)
+        return self.path.sample_conditional_path(data, batch_times(t, data))

@@ -1,7 +1,8 @@
 """One training loop for every objective of the core: flow matching, score matching, interpolant.
 
-Each iteration draws z ~ p_data (B, D) from the path, t ~ U[t_min, t_max] (B,), evaluates
-loss_fn(model, path, z, t) (a core loss from imgflow.core.losses) and takes one Adam step.
+Each iteration draws data ~ p_data (B, D) from the path, t ~ U[t_min, t_max] (B,), evaluates
+loss_fn(model, path, data, t) (a core loss from imgflow.core.losses; it draws the noise) and
+takes one Adam step.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ def train(
     progress: bool = True,
     desc: str = "train",
 ) -> list[float]:
-    """Minimise E_{z, t} loss_fn(model, path, z, t) with Adam; returns the per-iteration losses.
+    """Minimise E_{data, t} loss_fn(model, path, data, t) with Adam; returns the per-iteration losses.
 
     Args:
         model: called as model(x (B, D), t (B,)) -> (B, D).
         loss_fn: a core loss, e.g. ``flow_matching_loss``.
-        path: supplies z ~ p_data (``path.p_data`` must be set) and the source.
+        path: supplies data ~ p_data (``path.p_data`` must be set) and the noise source.
         t_range: t is drawn uniformly from [t_min, t_max] (end short of 1 for the score).
         lr_decay: cosine-anneal the learning rate from lr to lr / 100 over the run (a
             noisy regression target is averaged better by a decaying step).
@@ -65,9 +66,9 @@ def train(
             torch.manual_seed(seed)
         bar = tqdm(range(num_iterations), disable=not progress, desc=desc, leave=False, mininterval=1.0)
         for i in bar:
-            z = path.sample_conditioning_variable(batch_size)
+            data = path.sample_conditioning_variable(batch_size)
             t = t_min + (t_max - t_min) * torch.rand(batch_size)
-            loss = loss_fn(model, path, z, t)
+            loss = loss_fn(model, path, data, t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -89,7 +90,7 @@ def train_flow_matching(model: nn.Module, path: InterpolantPath, **kwargs) -> li
 def train_score_matching(model: nn.Module, path: GaussianPath, delta: float = 0.02, **kwargs) -> list[float]:
     """Denoising score matching (core ``score_matching_loss``), t ~ U[0, 1 - delta].
 
-    The target -x0 / beta_t is infinite at t = 1, so the top delta of the interval is left out.
+    The target -noise / beta_t is infinite at t = 1, so the top delta of the interval is left out.
     """
     if not isinstance(path, GaussianPath):
         raise TypeError("score matching needs a GaussianPath")

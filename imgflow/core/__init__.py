@@ -9,6 +9,7 @@ from imgflow.core.dynamics import (
     ClassifierFreeGuidance,
     ConditionalVectorFieldODE,
     ConditionalVectorFieldSDE,
+    FlowMap,
     InterpolantSDE,
     LangevinFlowSDE,
     LearnedVectorFieldODE,
@@ -16,6 +17,7 @@ from imgflow.core.dynamics import (
 )
 from imgflow.core.losses import (
     LOSSES,
+    REDUCTIONS,
     flow_matching_loss,
     interpolant_loss,
     noise_prediction_loss,
@@ -28,6 +30,7 @@ from imgflow.core.schedules import (
     CosineSchedule,
     LinearSchedule,
     Schedule,
+    SCHEDULES,
     SqrtSchedule,
     schedule_from_name,
 )
@@ -37,12 +40,16 @@ from imgflow.core.solvers import (
     EulerMaruyamaSolver,
     EulerSolver,
     ExplicitRungeKutta,
+    FlowMapSolver,
     HeunSolver,
     MidpointSolver,
     RK4Solver,
     Solver,
+    SolverInfo,
     make_solver,
+    solver_info,
 )
-from imgflow.core.time_grids import power_time_grid, uniform_time_grid
+from imgflow.core.time_grids import TIME_GRIDS, named_time_grid, power_time_grid, uniform_time_grid
+from imgflow.core.time_sampling import TIME_SAMPLINGS, sample_times
 
 __all__ = [name for name in dir() if not name.startswith("_")]

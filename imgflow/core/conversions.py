@@ -1,18 +1,18 @@
 """Conversions between the four parameterisations of a Gaussian path's marginal field.
 
-For x_t = alpha_t z + beta_t eps with eps ~ N(0, I), a network may predict:
+For x_t = alpha_t data + beta_t noise with noise ~ N(0, I), a network may predict:
 
-- "velocity" u = E[d_alpha z + d_beta eps | x_t]  (flow matching)
-- "noise"    eps_hat = E[eps | x_t]                 (DDPM-style)
-- "data"     z_hat = E[z | x_t]                     (x-prediction)
-- "score"    s = grad log p_t(x_t) = -eps_hat / beta (Tweedie)
+- "velocity" u = E[d_alpha data + d_beta noise | x_t]  (flow matching)
+- "noise"    noise_hat = E[noise | x_t]                 (DDPM-style)
+- "data"     data_hat = E[data | x_t]                   (x-prediction)
+- "score"    s = grad log p_t(x_t) = -noise_hat / beta  (Tweedie)
 
-Two linear relations tie them: x = alpha z_hat + beta eps_hat and
-u = d_alpha z_hat + d_beta eps_hat. With W = d_alpha beta - alpha d_beta (the Wronskian),
-z_hat = (beta u - d_beta x) / W and eps_hat = (d_alpha x - alpha u) / W. Every pair below is
-the direct closed form, so a conversion is singular only where the math is: dividing by
-alpha (t = 0) to recover z from eps, or by beta (t = 1) to recover a score or a noise
-from z. `SINGULAR_AT` lists those ends for each pair.
+Two linear relations tie them: x = alpha data_hat + beta noise_hat and
+u = d_alpha data_hat + d_beta noise_hat. With W = d_alpha beta - alpha d_beta (the Wronskian),
+data_hat = (beta u - d_beta x) / W and noise_hat = (d_alpha x - alpha u) / W. Every pair below
+is the direct closed form, so a conversion is singular only where the math is: dividing by
+alpha (t = 0) to recover the data from a noise prediction, or by beta (t = 1) to recover a
+score or a noise from a data prediction. `SINGULAR_AT` lists those ends for each pair.
 """
 
 from __future__ import annotations

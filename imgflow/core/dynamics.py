@@ -21,6 +21,8 @@ from imgflow.core.schedules import Schedule
 
 #: a vector field: (x (B, ...), t (B,)) -> (B, ...)
 Field = Callable[[Tensor, Tensor], Tensor]
+#: an average velocity (flow map): (x (B, ...), t (B,), r (B,)) -> (B, ...), u = (x_r - x_t) / (r - t)
+AverageVelocity = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 class ODE(ABC):
@@ -48,6 +50,26 @@ class SDE(ABC):
 
 
 # --- fields from models ---------------------------------------------------------------------
+
+
+class FlowMap(ODE):
+    """A learned flow map, given by its average velocity u(x, t, r) = (1 / (r - t)) int_t^r v(x_s, s) ds.
+
+    x_s is the ODE trajectory through x at time t, so x_r = x + (r - t) u(x, t, r) for any r:
+    a flow-map solver jumps with it. At r = t the average is the instantaneous velocity, which
+    makes a FlowMap an ordinary ODE for every other solver.
+    """
+
+    def __init__(self, average_velocity: AverageVelocity) -> None:
+        self.field = average_velocity
+        self.singular_times = tuple(getattr(average_velocity, "singular_times", ()))
+
+    def average_velocity(self, x: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        """u(x, t, r): (B, ...) for x (B, ...), t and r (B,)."""
+        return self.field(x, t, r)
+
+    def drift_coefficient(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.field(x, t, t)
 
 
 class ModelField:
@@ -89,6 +111,7 @@ class ClassifierFreeGuidance:
     w = 1 is the plain conditional model, w = 0 the unconditional one. Because every
     conversion between parameterisations is affine with weights summing to one, guiding the
     raw prediction equals guiding the velocity. One call counts as one function evaluation.
+    Extra tensor inputs (e.g. the second time r of a flow-map model) are passed through.
     """
 
     def __init__(self, model: Callable[..., Tensor], y: Tensor, guidance_scale: float, null_label: int) -> None:
@@ -97,14 +120,15 @@ class ClassifierFreeGuidance:
         self.w = float(guidance_scale)
         self.null_label = null_label
 
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, **extra: Tensor) -> Tensor:
         t = batch_times(t, x)
         if self.w == 1.0:
-            return self.model(x, t, y=self.y)
+            return self.model(x, t, y=self.y, **extra)
         null = torch.full_like(self.y, self.null_label)
         if self.w == 0.0:
-            return self.model(x, t, y=null)
-        out = self.model(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([null, self.y]))
+            return self.model(x, t, y=null, **extra)
+        doubled = {k: torch.cat([v, v]) for k, v in extra.items()}
+        out = self.model(torch.cat([x, x]), torch.cat([t, t]), y=torch.cat([null, self.y]), **doubled)
         uncond, cond = out.chunk(2)
         return uncond + self.w * (cond - uncond)
 
@@ -113,15 +137,15 @@ class ClassifierFreeGuidance:
 
 
 class ConditionalVectorFieldODE(ODE):
-    """dX = u_t(X | z) dt: started from p_simple, X_t ~ p_t(. | z). Infinite at t = 1."""
+    """dX = u_t(X | data) dt: started from p_simple, X_t ~ p_t(. | data). Infinite at t = 1."""
 
-    def __init__(self, path: InterpolantPath, z: Tensor) -> None:
+    def __init__(self, path: InterpolantPath, data: Tensor) -> None:
         self.path = path
-        self.z = z
+        self.data = data
         self.singular_times = path.singular_times
 
     def drift_coefficient(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.path.conditional_vector_field(x, self.z, t)
+        return self.path.conditional_vector_field(x, self.data, t)
 
 
 class LearnedVectorFieldODE(ODE):
@@ -139,17 +163,17 @@ class LearnedVectorFieldODE(ODE):
 
 
 class ConditionalVectorFieldSDE(SDE):
-    """dX = [u_t(X | z) + sigma^2/2 s_t(X | z)] dt + sigma dW: marginals stay p_t(. | z)."""
+    """dX = [u_t(X | data) + sigma^2/2 s_t(X | data)] dt + sigma dW: marginals stay p_t(. | data)."""
 
-    def __init__(self, path: GaussianPath, z: Tensor, sigma: float) -> None:
+    def __init__(self, path: GaussianPath, data: Tensor, sigma: float) -> None:
         self.path = path
-        self.z = z
+        self.data = data
         self.sigma = float(sigma)
         self.singular_times = path.singular_times
 
     def drift_coefficient(self, x: Tensor, t: Tensor) -> Tensor:
-        u = self.path.conditional_vector_field(x, self.z, t)
-        s = self.path.conditional_score(x, self.z, t)
+        u = self.path.conditional_vector_field(x, self.data, t)
+        s = self.path.conditional_score(x, self.data, t)
         return u + 0.5 * self.sigma**2 * s
 
     def diffusion_coefficient(self, x: Tensor, t: Tensor) -> Tensor:
@@ -174,8 +198,8 @@ class LangevinFlowSDE(SDE):
 class InterpolantSDE(SDE):
     """dX = [u + eps_t s] dt + sqrt(2 eps_t) dW with eps_t = epsilon * beta_t, s from u.
 
-    The score derived from the velocity, s = -eps_hat / beta_t, is infinite at t = 1, but
-    eps_t s = -epsilon eps_hat with eps_hat = (d_alpha x - alpha u) / W finite for all t:
+    The score derived from the velocity, s = -noise_hat / beta_t, is infinite at t = 1, but
+    eps_t s = -epsilon noise_hat with noise_hat = (d_alpha x - alpha u) / W finite for all t:
     the noise level vanishes exactly where the score blows up. (beta_t is the coefficient of
     the noise; the interpolant tutorial, whose time runs the other way, calls it alpha_t.)
     """

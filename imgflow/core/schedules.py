@@ -1,6 +1,6 @@
 """Noise schedules alpha_t, beta_t of a Gaussian (or interpolant) probability path.
 
-Convention: x_t = alpha_t z + beta_t x0 with z ~ data and x0 ~ source, alpha_0 = 0,
+Convention: x_t = alpha_t * data + beta_t * noise (noise from the source), alpha_0 = 0,
 alpha_1 = 1, beta_0 = 1, beta_1 = 0. Each schedule gives the values and their time
 derivatives d_alpha = d alpha_t / dt, d_beta = d beta_t / dt, elementwise on any tensor t.
 """

@@ -9,13 +9,14 @@ of drift evaluations that call made (one evaluation of a batch counts once).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from imgflow.core.dynamics import ODE, SDE
+from imgflow.core.dynamics import ODE, SDE, FlowMap
 
 #: draws standard-normal noise shaped like its argument
 NoiseSource = Callable[[Tensor], Tensor]
@@ -28,6 +29,13 @@ class Solver(ABC):
 
     #: fractions of a step at which the drift is evaluated (the Butcher c's)
     stage_offsets: tuple[float, ...] = (0.0,)
+    #: convergence order of the global error for smooth ODEs
+    order: float = 1.0
+
+    @classmethod
+    def evals_per_step(cls) -> int | None:
+        """Function evaluations (NFE) per step; None when the solver chooses its own steps."""
+        return len(cls.stage_offsets)
 
     def __init__(self, dynamics: ODE | SDE, progress: bool = False) -> None:
         self.dynamics = dynamics
@@ -113,6 +121,7 @@ class ExplicitRungeKutta(Solver):
 class EulerSolver(ExplicitRungeKutta):
     """Forward Euler, order 1, 1 NFE per step."""
 
+    order = 1.0
     stage_offsets = (0.0,)
     a = ((),)
     b = (1.0,)
@@ -121,6 +130,7 @@ class EulerSolver(ExplicitRungeKutta):
 class MidpointSolver(ExplicitRungeKutta):
     """Explicit midpoint, order 2, 2 NFE per step."""
 
+    order = 2.0
     stage_offsets = (0.0, 0.5)
     a = ((), (0.5,))
     b = (0.0, 1.0)
@@ -129,6 +139,7 @@ class MidpointSolver(ExplicitRungeKutta):
 class HeunSolver(ExplicitRungeKutta):
     """Heun (explicit trapezoid), order 2, 2 NFE per step; evaluates the step's end point."""
 
+    order = 2.0
     stage_offsets = (0.0, 1.0)
     a = ((), (1.0,))
     b = (0.5, 0.5)
@@ -137,6 +148,7 @@ class HeunSolver(ExplicitRungeKutta):
 class RK4Solver(ExplicitRungeKutta):
     """Classical Runge-Kutta, order 4, 4 NFE per step."""
 
+    order = 4.0
     stage_offsets = (0.0, 0.5, 0.5, 1.0)
     a = ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0))
     b = (1 / 6, 1 / 3, 1 / 3, 1 / 6)
@@ -149,6 +161,8 @@ class EulerMaruyamaSolver(Solver):
     source to make sample i independent of the batch it is drawn in. An ODE is integrated
     with g = 0 (plain Euler).
     """
+
+    order = 0.5
 
     def __init__(
         self,
@@ -181,6 +195,12 @@ class AdaptiveSolver(Solver):
     dynamics' singular times. `simulate` integrates ts[0] -> ts[-1]; the trajectory variant
     reports the solution at every grid time.
     """
+
+    order = 5.0
+
+    @classmethod
+    def evals_per_step(cls) -> int | None:
+        return None
 
     def __init__(
         self,
@@ -229,20 +249,83 @@ class AdaptiveSolver(Solver):
         return self._odeint(x, ts).movedim(0, 1)
 
 
-SOLVERS: dict[str, type[Solver]] = {
-    "euler": EulerSolver,
-    "midpoint": MidpointSolver,
-    "heun": HeunSolver,
-    "rk4": RK4Solver,
-    "adaptive": AdaptiveSolver,
-    "euler_maruyama": EulerMaruyamaSolver,
+class FlowMapSolver(Solver):
+    """Steps with a learned flow map: x_{t+h} = x_t + h u(x_t, t, t + h), 1 NFE per step.
+
+    u(x, t, r) is the average velocity over [t, r] (a MeanFlow model, `FlowMap` dynamics), so
+    one step lands where the ODE would after integrating from t to t + h: one or two steps
+    make a sample. With r = t the model is its instantaneous velocity and this is Euler.
+    """
+
+    order = 1.0
+
+    def __init__(self, dynamics: FlowMap, progress: bool = False) -> None:
+        if not isinstance(dynamics, FlowMap):
+            raise TypeError("the flow-map solver steps a FlowMap (a model of the average velocity u(x, t, r))")
+        super().__init__(dynamics, progress)
+
+    def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:
+        self.nfe += 1
+        batch = x.shape[0]
+        return x + h * self.dynamics.average_velocity(x, t.expand(batch), (t + h).expand(batch))
+
+
+@dataclass(frozen=True)
+class SolverInfo:
+    """What a sampler needs to know about a solver, read off its class."""
+
+    name: str
+    cls: type[Solver]
+    stochastic: bool = False  # integrates an SDE (draws noise)
+    flow_map: bool = False  # needs a flow-map model (u(x, t, r)); a velocity model cannot use it
+
+    @property
+    def evals_per_step(self) -> int | None:
+        """NFE per step (None: adaptive, the solver chooses its steps)."""
+        return self.cls.evals_per_step()
+
+    @property
+    def order(self) -> float:
+        return self.cls.order
+
+    @property
+    def evaluates_step_end(self) -> bool:
+        """Evaluates the field at the end of each step, so at t = 1 on the last one."""
+        return 1.0 in self.cls.stage_offsets
+
+    @property
+    def default_time_grid(self) -> str:
+        """'late' where a learned image field hurts the solver near t = 1 (measured: README), else 'uniform'.
+
+        Heun and RK4 evaluate the field at the step end, where a learned velocity is stiffest, and
+        Euler-Maruyama's noise needs small steps there; on 4-16 NFE the late grid repairs both.
+        """
+        return "late" if (self.evaluates_step_end or self.stochastic) else "uniform"
+
+
+#: every solver by the name configs and command lines use
+SOLVERS: dict[str, SolverInfo] = {
+    info.name: info
+    for info in (
+        SolverInfo("euler", EulerSolver),
+        SolverInfo("midpoint", MidpointSolver),
+        SolverInfo("heun", HeunSolver),
+        SolverInfo("rk4", RK4Solver),
+        SolverInfo("adaptive", AdaptiveSolver),
+        SolverInfo("euler_maruyama", EulerMaruyamaSolver, stochastic=True),
+        SolverInfo("flow_map", FlowMapSolver, flow_map=True),
+    )
 }
 
 
-def make_solver(name: str, dynamics: ODE | SDE, **kwargs) -> Solver:
-    """Build a solver by name: euler, midpoint, heun, rk4, adaptive, euler_maruyama."""
+def solver_info(name: str) -> SolverInfo:
+    """The registry entry of a solver, or a ValueError listing the names."""
     try:
-        cls = SOLVERS[name]
+        return SOLVERS[name]
     except KeyError:
         raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}") from None
-    return cls(dynamics, **kwargs)
+
+
+def make_solver(name: str, dynamics: ODE | SDE, **kwargs) -> Solver:
+    """Build a solver by name (see SOLVERS): euler, midpoint, heun, rk4, adaptive, euler_maruyama, flow_map."""
+    return solver_info(name).cls(dynamics, **kwargs)

@@ -1,9 +1,12 @@
-"""Time grids for the solvers: (T,) tensors from t_start to t_end."""
+"""Time grids for the solvers: (T,) tensors from t_start to t_end, and the named grids samplers use."""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+#: named grids: the power of `power_time_grid` (1 = uniform; 2 = "late", steps shrink towards the data)
+TIME_GRIDS: dict[str, float] = {"uniform": 1.0, "late": 2.0}
 
 
 def uniform_time_grid(num_steps: int, t_start: float = 0.0, t_end: float = 1.0) -> Tensor:
@@ -26,3 +29,12 @@ def power_time_grid(num_steps: int, power: float = 2.0, t_start: float = 0.0, t_
     s = torch.linspace(0.0, 1.0, num_steps + 1, dtype=torch.float64)
     grid = t_start + (t_end - t_start) * (1.0 - (1.0 - s) ** power)
     return grid.float()
+
+
+def named_time_grid(name: str, num_steps: int, t_start: float = 0.0, t_end: float = 1.0) -> Tensor:
+    """One of TIME_GRIDS ('uniform', 'late') with num_steps steps from t_start to t_end."""
+    try:
+        power = TIME_GRIDS[name]
+    except KeyError:
+        raise ValueError(f"unknown time grid {name!r}; choose one of {', '.join(TIME_GRIDS)}") from None
+    return power_time_grid(num_steps, power, t_start, t_end)

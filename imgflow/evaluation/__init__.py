@@ -2,19 +2,18 @@
 
 - `classifier`: the small CNN (`ImageClassifier`, `features`) and its training / files.
 - `fid`: Fréchet distance of Gaussian feature fits, cached reference statistics, optional Inception FID.
+- `judge`: `Judge`, the classifier and reference statistics of one dataset, scoring any sample set.
 - `class_accuracy`: does guidance on label y produce y?
-- `runner`: loading, sampling and scoring shared by scripts/evaluate.py and scripts/nfe_sweep.py.
+- `likelihood`: bits/dim of images under the probability-flow ODE.
+- `report`: `evaluate_checkpoint(...) -> EvalReport`.
+- `sweep`: quality against NFE for every solver and grid (`sweep_checkpoint`, `nfe_sweep`, table, plot).
+- `budget`: training recipes compared at fixed wall-clock budgets (`budget_comparison`).
 
-The likelihood itself is shared math and lives in `imgflow.core.likelihood`.
+The likelihood math itself is shared and lives in `imgflow.core.likelihood`.
 """
 
-from imgflow.evaluation.class_accuracy import (
-    ClassAccuracy,
-    accuracy_from_predictions,
-    balanced_labels,
-    class_accuracy,
-    class_accuracy_of_samples,
-)
+from imgflow.evaluation.budget import BudgetReport, budget_comparison
+from imgflow.evaluation.class_accuracy import ClassAccuracy, accuracy_from_predictions, class_accuracy, class_accuracy_of_samples
 from imgflow.evaluation.classifier import (
     ClassifierArch,
     ClassifierInfo,
@@ -34,5 +33,9 @@ from imgflow.evaluation.fid import (
     inception_status,
     reference_statistics,
 )
+from imgflow.evaluation.judge import Judge, SampleQuality
+from imgflow.evaluation.likelihood import NLLResult, image_nll
+from imgflow.evaluation.report import EvalReport, GuidanceResult, NLLSettings, evaluate_checkpoint
+from imgflow.evaluation.sweep import SweepReport, SweepRow, nfe_sweep, plot_sweep, sweep_checkpoint, sweep_plan, sweep_table
 
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,8 +1,8 @@
 """Does guidance on label y produce y? Class accuracy of class-conditional samples.
 
-Samples are drawn with balanced labels (cycling 0..9, so any N has N // 10 or N // 10 + 1 per
-class), classified by the project classifier, and compared with the label they were
-conditioned on. The accuracy of the classifier on real test images (99 % on MNIST) bounds
+Samples are drawn with balanced labels (cycling through the classes, so any N has N // K or
+N // K + 1 per class), classified by the project classifier, and compared with the label they
+were conditioned on. The accuracy of the classifier on real test images (99 % on MNIST) bounds
 what a perfect generator can score; chance level is 1 / num_classes.
 """
 
@@ -14,9 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from imgflow.config import RunConfig
-from imgflow.data import NUM_CLASSES
-from imgflow.sampling import SamplerSettings, default_labels, sample_images
+from imgflow.sampler import Sampler
 
 #: images in [-1, 1] (B, C, H, W) -> logits (B, num_classes)
 Classify = Callable[[Tensor], Tensor]
@@ -36,12 +34,7 @@ class ClassAccuracy:
         return asdict(self)
 
 
-def balanced_labels(num_samples: int, num_classes: int = NUM_CLASSES) -> Tensor:
-    """Labels 0, 1, ..., num_classes - 1, 0, 1, ...: (num_samples,) int64."""
-    return default_labels(num_samples, list(range(num_classes)))
-
-
-def accuracy_from_predictions(predicted: Tensor, labels: Tensor, num_classes: int = NUM_CLASSES,
+def accuracy_from_predictions(predicted: Tensor, labels: Tensor, num_classes: int,
                               guidance_scale: float | None = None) -> ClassAccuracy:
     """Overall and per-label accuracy plus the confusion matrix of predicted vs conditioning labels."""
     predicted, labels = predicted.long().cpu(), labels.long().cpu()
@@ -65,32 +58,23 @@ def classify_images(classify: Classify, images: Tensor, batch_size: int = 500, d
     return torch.cat(out)
 
 
-def class_accuracy_of_samples(classify: Classify, images: Tensor, labels: Tensor, guidance_scale: float | None = None,
-                              num_classes: int = NUM_CLASSES, device: torch.device | str = "cpu") -> ClassAccuracy:
+def class_accuracy_of_samples(classify: Classify, images: Tensor, labels: Tensor, num_classes: int,
+                              guidance_scale: float | None = None, device: torch.device | str = "cpu") -> ClassAccuracy:
     """Classify samples and compare with the labels they were drawn for."""
     return accuracy_from_predictions(classify_images(classify, images, device=device), labels, num_classes, guidance_scale)
 
 
-def class_accuracy(
-    model: nn.Module,
-    cfg: RunConfig,
-    classify: Classify,
-    guidance_scales: list[float],
-    num_per_class: int,
-    settings: SamplerSettings | None = None,
-    seed: int = 0,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> list[ClassAccuracy]:
+def class_accuracy(sampler: Sampler, classify: Classify, guidance_scales: list[float], num_per_class: int, *,
+                   solver: str | None = None, steps: int | None = None, time_grid: str | None = None, seed: int = 0,
+                   batch_size: int = 256) -> list[ClassAccuracy]:
     """For each guidance scale w: sample num_per_class images of every class and report the accuracy.
 
     The same per-sample noise seeds are used for every w, so differences come from guidance alone.
     """
-    settings = settings or SamplerSettings.from_config(cfg)
-    labels = balanced_labels(num_per_class * NUM_CLASSES)
+    k = sampler.spec.num_classes
     out = []
     for w in guidance_scales:
-        s = SamplerSettings(**{**asdict(settings), "guidance_scale": float(w)})
-        images, _, _ = sample_images(model, cfg, s, labels.numel(), seed=seed, labels=labels, batch_size=batch_size, device=device)
-        out.append(class_accuracy_of_samples(classify, images, labels, float(w), device=device))
+        samples = sampler.sample(num_per_class * k, guidance=w, solver=solver, steps=steps, time_grid=time_grid, seed=seed,
+                                 batch_size=batch_size)
+        out.append(class_accuracy_of_samples(classify, samples.images, samples.labels, k, float(w), sampler.device))
     return out

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from imgflow.checkpoint import CheckpointError, atomic_save_safetensors
-from imgflow.data import ImageData
+from imgflow.checkpoint import CheckpointError
+from imgflow.files import atomic_save_safetensors
+from imgflow.data import DataSpec, ImageData
 from imgflow.seeding import generator
 
 CLASSIFIER_FORMAT = "imgflow-classifier-1"
@@ -75,14 +77,22 @@ class ImageClassifier(nn.Module):
 
 @dataclass
 class ClassifierInfo:
-    """What a classifier file says about itself."""
+    """What a classifier file says about itself: the data it was trained on (`identity`) and its test accuracy."""
 
     path: Path | None
-    dataset: str
-    image_size: int
+    identity: dict[str, str]
+    class_names: tuple[str, ...]
     test_accuracy: float
     arch: ClassifierArch
     extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dataset(self) -> str:
+        return self.identity.get("dataset", "?")
+
+    @property
+    def image_size(self) -> int:
+        return int(self.identity.get("image_size", 0))
 
 
 # --- batched inference ------------------------------------------------------------------------
@@ -181,23 +191,60 @@ def train_classifier(
                                  time.perf_counter() - t0)
 
 
+def fit_classifier(data: Any, out: str | Path, *, epochs: float = 4.0, batch_size: int = 128, lr: float = 3e-3, seed: int = 0,
+                   train_subset: int = 0, device: torch.device | str = "cpu",
+                   log: Callable[[str], None] | None = None) -> tuple[TrainClassifierResult, Path]:
+    """Train the project classifier on the train split of a config's [data] section, test it on the held-out
+    split, and save it (with the data identity and class names) to `out`."""
+    from imgflow.config import ConfigError
+    from imgflow.data import data_identity, load_dataset
+
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder {out.parent} for the classifier ({exc.strerror}); choose a writable path") from None
+    if not os.access(out.parent, os.W_OK):
+        raise ConfigError(f"the classifier's folder {out.parent} is not writable; choose another path")
+    train = load_dataset(data, "train")
+    test = load_dataset(data, "test")
+    if train.labels is None or train.num_classes < 2:
+        raise ConfigError(f"the {data.dataset} data has no classes to learn; the classifier needs class sub-folders (or a labelled dataset)")
+    if train_subset > 0:
+        train = train.subset(torch.arange(min(train_subset, len(train))))
+    if log is not None:
+        log(f"{data.dataset}: {len(train)} training and {len(test)} held-out images of shape {train.shape}, {train.num_classes} classes")
+    arch = ClassifierArch(in_channels=train.shape[0], num_classes=train.num_classes)
+    result = train_classifier(train, test, arch, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, log=log)
+    extra = {"epochs": str(epochs), "batch_size": str(batch_size), "lr": str(lr), "seed": str(seed), "train_images": str(len(train))}
+    try:
+        save_classifier(out, result.model, data_identity(data), result.test_accuracy, train.spec.class_names, extra)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror}; choose a writable path") from None
+    return result, out
+
+
 # --- files ------------------------------------------------------------------------------------
 
 
-def save_classifier(path: str | Path, model: ImageClassifier, dataset: str, image_size: int, test_accuracy: float,
-                    extra: dict[str, str] | None = None) -> Path:
-    """Write weights and metadata atomically to a .safetensors file."""
+def save_classifier(path: str | Path, model: ImageClassifier, identity: dict[str, str], test_accuracy: float,
+                    class_names: tuple[str, ...] = (), extra: dict[str, str] | None = None) -> Path:
+    """Write weights and metadata (the data identity, class names, test accuracy, architecture) atomically."""
     path = Path(path)
     metadata = {
         **(extra or {}),
         "format": CLASSIFIER_FORMAT,
-        "dataset": dataset,
-        "image_size": str(image_size),
+        "dataset": identity["dataset"],
+        "image_size": identity["image_size"],
+        "identity": json.dumps(identity, sort_keys=True),
+        "class_names": json.dumps(list(class_names)),
         "test_accuracy": repr(float(test_accuracy)),
         "arch": json.dumps(asdict(model.arch)),
     }
-    state = {k: v for k, v in model.state_dict().items()}
-    atomic_save_safetensors(path, state, metadata)
+    atomic_save_safetensors(path, dict(model.state_dict()), metadata)
     return path
 
 
@@ -210,7 +257,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     if not path.is_file():
         raise CheckpointError(
             f"classifier file {path} does not exist; train one with "
-            f"`python scripts/train_classifier.py --dataset mnist --data-root DATA --out {path}` or pass --classifier PATH"
+            f"`python scripts/train_classifier.py --run RUN_FOLDER --out {path}` (or --config CONFIG) or pass --classifier PATH"
         )
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -219,13 +266,22 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"classifier file {path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]})") from None
     if metadata.get("format") != CLASSIFIER_FORMAT:
-        raise CheckpointError(f"{path} is not an imgflow classifier (no '{CLASSIFIER_FORMAT}' format tag); write one with scripts/train_classifier.py")
+        raise CheckpointError(f"{path} is not an imgflow classifier (no '{CLASSIFIER_FORMAT}' format tag); "
+                              "write one with scripts/train_classifier.py")
     try:
         raw = json.loads(metadata["arch"])
         raw["widths"] = tuple(raw["widths"])
         arch = ClassifierArch(**raw)
-        info = ClassifierInfo(path, metadata["dataset"], int(metadata["image_size"]), float(metadata["test_accuracy"]), arch,
-                              {k: v for k, v in metadata.items() if k not in ("format", "dataset", "image_size", "test_accuracy", "arch")})
+        if "identity" in metadata:
+            identity = json.loads(metadata["identity"])
+        else:  # files written before identities: dataset, size and (away from the native size) resize
+            identity = {"dataset": metadata["dataset"], "image_size": metadata["image_size"]}
+            if "resize" in metadata:
+                identity["resize"] = metadata["resize"]
+        names = tuple(json.loads(metadata.get("class_names", "[]")))
+        known = ("format", "dataset", "image_size", "identity", "class_names", "test_accuracy", "arch")
+        info = ClassifierInfo(path, identity, names, float(metadata["test_accuracy"]), arch,
+                              {k: v for k, v in metadata.items() if k not in known})
         model = ImageClassifier(arch)
         model.load_state_dict(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
@@ -233,22 +289,20 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval(), info
 
 
-def check_classifier_fits(info: ClassifierInfo, dataset: str, image_size: int, channels: int, resize: bool | None = None) -> None:
-    """The classifier must have been trained on the model's dataset, size (and padding/resizing) and channels (one-line error)."""
+def check_classifier_fits(info: ClassifierInfo, identity: dict[str, str], spec: DataSpec) -> None:
+    """The classifier must have been trained on the model's data: same source, size, padding/resizing, channels, classes.
+
+    A folder's fingerprint may differ (images added since): the features still fit; the
+    reference statistics, keyed by the fingerprint, are recomputed.
+    """
     from imgflow.config import ConfigError
 
-    problems = []
-    if info.dataset != dataset:
-        problems.append(f"dataset {info.dataset} (the model's is {dataset})")
-    if info.image_size != image_size:
-        problems.append(f"image size {info.image_size} (the model's is {image_size})")
-    if info.arch.in_channels != channels:
-        problems.append(f"{info.arch.in_channels} channels (the model's images have {channels})")
-    from imgflow.data import NATIVE_SIZE
-
-    resized_matters = image_size != NATIVE_SIZE.get(dataset, image_size)  # at the native size nothing is padded or resized
-    if resize is not None and resized_matters and "resize" in info.extra and info.extra["resize"] != str(resize):
-        problems.append(f"{'resized' if info.extra['resize'] == 'True' else 'padded'} images (the model's are {'resized' if resize else 'padded'})")
+    problems = [f"{key} {info.identity.get(key, '-')} (the model's is {value})" for key, value in identity.items()
+                if key != "fingerprint" and info.identity.get(key, value if key == "resize" else None) != value]
+    if info.arch.in_channels != spec.channels:
+        problems.append(f"{info.arch.in_channels} channels (the model's images have {spec.channels})")
+    if info.arch.num_classes != max(spec.num_classes, 1) and spec.num_classes:
+        problems.append(f"{info.arch.num_classes} classes (the model's data has {spec.num_classes})")
     if problems:
-        raise ConfigError(f"classifier {info.path} was trained for {', '.join(problems)}; train one for this model with "
-                          f"scripts/train_classifier.py --dataset {dataset} --image-size {image_size}{' --resize' if resize and resized_matters else ''}")
+        raise ConfigError(f"classifier {info.path} was trained for {', '.join(problems)}; train one for this model's data with "
+                          "`python scripts/train_classifier.py --run RUN_FOLDER` (or --config CONFIG)")

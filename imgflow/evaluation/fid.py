@@ -21,10 +21,11 @@ says what is missing in one line, and `inception_fid` computes it when both are 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -95,18 +96,22 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def stats_cache_path(classifier_path: str | Path, dataset: str, image_size: int, split: str, resize: bool = False,
-                     cache_dir: str | Path | None = None, digest: str | None = None) -> Path:
-    """<cache_dir or the classifier's folder>/<classifier stem>.<dataset>-<size>[-resize]-<split>.<sha16>.stats.safetensors"""
+def stats_cache_path(classifier_path: str | Path, identity: dict[str, str], split: str, cache_dir: str | Path | None = None,
+                     digest: str | None = None) -> Path:
+    """<cache_dir or the classifier's folder>/<classifier stem>.<dataset>-<size>[-resize]-<split>.<sha16>.stats.safetensors
+
+    sha16 covers the classifier file and everything in the data identity (a folder's fingerprint included).
+    """
     classifier_path = Path(classifier_path)
     digest = digest or file_sha256(classifier_path)
     folder = Path(cache_dir) if cache_dir is not None else classifier_path.parent
-    tag = f"{dataset}-{image_size}{'-resize' if resize else ''}-{split}"
-    return folder / f"{classifier_path.stem}.{tag}.{digest[:16]}.stats.safetensors"
+    tag = f"{identity['dataset']}-{identity['image_size']}{'-resize' if identity.get('resize') == 'True' else ''}-{split}"
+    key = hashlib.sha256((digest + json.dumps(identity, sort_keys=True)).encode()).hexdigest()
+    return folder / f"{classifier_path.stem}.{tag}.{key[:16]}.stats.safetensors"
 
 
 def save_stats(path: Path, stats: FeatureStats, metadata: dict[str, str]) -> None:
-    from imgflow.checkpoint import atomic_save_safetensors
+    from imgflow.files import atomic_save_safetensors
 
     atomic_save_safetensors(path, {"mean": stats.mean, "cov": stats.cov}, {**metadata, "format": STATS_FORMAT, "n": str(stats.n)})
 
@@ -147,42 +152,40 @@ def compute_feature_statistics(feature_fn: Callable[[Tensor], Tensor], images: T
 def reference_statistics(
     classifier_path: str | Path,
     feature_fn: Callable[[Tensor], Tensor],
-    dataset: str,
-    data_root: str | Path,
-    image_size: int,
+    data: Any,
     split: str = "test",
-    resize: bool = False,
-    download: bool = False,
     cache_dir: str | Path | None = None,
     device: torch.device | str = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> ReferenceStats:
-    """Feature statistics of a dataset split under a classifier, computed once and cached.
+    """Feature statistics of a split of the dataset a config's [data] section describes, computed once and cached.
 
-    The cache key holds the SHA-256 of the classifier file, so retraining the classifier (or
-    replacing the file) recomputes; cache files of the same classifier name and data whose
-    hash differs are removed when the new one is written. An unwritable cache folder only
-    costs the recomputation next time (a one-line note through `log`).
+    The cache key holds the SHA-256 of the classifier file and the data identity (dataset,
+    size, resizing, a folder's fingerprint), so retraining the classifier or changing the data
+    recomputes; cache files of the same classifier name and data tag whose key differs are
+    removed when the new one is written. An unwritable cache folder only costs the
+    recomputation next time (a one-line note through `log`).
     """
-    from imgflow.data import load_image_data
+    from imgflow.data import data_identity, load_dataset
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    identity = data_identity(data)
     digest = file_sha256(classifier_path)
-    path = stats_cache_path(classifier_path, dataset, image_size, split, resize, cache_dir, digest)
-    expect = {"classifier_sha256": digest, "dataset": dataset, "image_size": str(image_size), "split": split,
-              "resize": str(resize)}
+    path = stats_cache_path(classifier_path, identity, split, cache_dir, digest)
+    expect = {"classifier_sha256": digest, "identity": json.dumps(identity, sort_keys=True), "split": split}
     cached = load_stats(path, expect)
     if cached is not None:
         return ReferenceStats(cached, path, computed=False, cache_written=False)
-    data = load_image_data(dataset, data_root, train=split == "train", image_size=image_size, resize=resize, download=download)
-    stats = compute_feature_statistics(feature_fn, data.images, device=device)
+    images = load_dataset(data, split).images
+    stats = compute_feature_statistics(feature_fn, images, device=device)
     written = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_stats(path, stats, expect)
         written = True
-        for old in path.parent.glob(path.name.replace(digest[:16], "*")):
+        prefix = path.name.rsplit(".", 3)[0]  # <classifier stem>.<data tag>
+        for old in path.parent.glob(f"{prefix}.*.stats.safetensors"):
             if old != path:
                 old.unlink(missing_ok=True)
     except OSError as exc:

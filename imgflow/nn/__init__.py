@@ -14,4 +14,7 @@ from imgflow.nn.embeddings import (
 from imgflow.nn.lab_unet import LabUNet
 from imgflow.nn.unet import UNet, count_parameters
 
+#: the networks model.arch names
+ARCHS = {"unet": UNet, "lab_unet": LabUNet}
+
 __all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,10 +1,11 @@
-"""Exponential moving average of the weights, on torch's AveragedModel."""
+"""Exponential moving average of the weights, updated without reading anything back from the device."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
-from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
+from torch import nn
 
 
 def ema_decay_at(decay: float, num_updates: int, warmup: bool = True) -> float:
@@ -16,17 +17,35 @@ def ema_decay_at(decay: float, num_updates: int, warmup: bool = True) -> float:
     return min(decay, (1.0 + num_updates) / (10.0 + num_updates)) if warmup else decay
 
 
-def make_ema(model: nn.Module, decay: float, warmup: bool = True) -> AveragedModel:
-    """An AveragedModel whose update is ema = d ema + (1 - d) param for floating tensors
-    (parameters and buffers such as BatchNorm statistics) and a copy for integer buffers."""
+class EMA:
+    """ema = d ema + (1 - d) param for floating tensors (parameters and buffers), a copy for integer buffers.
 
-    def update(ema_tensors: list[Tensor], model_tensors: list[Tensor], num_averaged: Tensor) -> None:
-        d = ema_decay_at(decay, int(num_averaged.item()), warmup)
-        if ema_tensors[0].is_floating_point():
-            torch._foreach_lerp_(ema_tensors, model_tensors, 1.0 - d)
-        else:
-            torch._foreach_copy_(ema_tensors, model_tensors)
+    The update count lives on the host (`num_updates`), so the decay of each update is a Python
+    float: unlike torch's AveragedModel, whose counter is a device tensor compared in Python,
+    no update waits for the device. `module` is the averaged copy of the model (no gradients).
+    """
 
-    ema = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
-    ema.requires_grad_(False)
-    return ema
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+        self.warmup = warmup
+        self.num_updates = 0
+
+    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        own = list(self.module.parameters()) + list(self.module.buffers())
+        src = list(model.parameters()) + list(model.buffers())
+        floating = [(e, s) for e, s in zip(own, src) if e.is_floating_point()]
+        other = [(e, s) for e, s in zip(own, src) if not e.is_floating_point()]
+        return [e for e, _ in floating], [s.detach() for _, s in floating], [e for e, _ in other], [s for _, s in other]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        """One update towards `model`'s current weights (same architecture as `module`)."""
+        # the first update copies the weights; update n > 1 decays by ema_decay_at(n - 1)
+        d = ema_decay_at(self.decay, self.num_updates, self.warmup) if self.num_updates > 0 else 0.0
+        self.num_updates += 1
+        ema_float, model_float, ema_other, model_other = self._pairs(model)
+        if ema_float:
+            torch._foreach_lerp_(ema_float, model_float, 1.0 - d)
+        for e, s in zip(ema_other, model_other):
+            e.copy_(s)

@@ -1,16 +1,19 @@
 """The training loop: accelerate for devices/DDP/mixed precision, exact resume, safe outputs.
 
-Determinism: the global batch of step k (its data indices, times, noise, label drops and
-flips) is drawn from generators seeded by (seed, k), and each process takes its slice of
-it. A run therefore resumes bit-exactly from a checkpoint that stores only weights,
-optimiser/scheduler state and k, and N processes see the same samples as one process at
-the same global batch size.
+The pieces live beside it: the batch of each step (`batches`, a pure function of (seed, step)),
+the loss (`objectives`), the weight average (`ema`), the run folder and its lock
+(`imgflow.run_folder`), signals (`interrupts`) and the metrics record (`metrics_log`).
+
+The loop never waits for the device between steps: the loss, its per-time-bin sums, the
+gradient norm and the first non-finite step accumulate in device tensors, and the host reads
+them once per `train.log_every` steps (and before every checkpoint or grid, so no weights from
+after a non-finite step are ever saved). With one process the time budget and stop signals
+are host facts checked every step; several processes agree on them at the same read.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from contextlib import nullcontext
@@ -22,27 +25,23 @@ import torch
 from torch import Tensor
 from torch.profiler import record_function
 
-from imgflow.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    list_checkpoints,
-    load_checkpoint,
-    load_weights_into,
-    remove_stale_temporaries,
-    save_checkpoint,
-)
+from imgflow.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_weights_into, remove_stale_temporaries, save_checkpoint
 from imgflow.config import ConfigError, RunConfig
-from imgflow.core import LOSSES
-from imgflow.data import NUM_CLASSES, BatchSchedule, ImageData, load_image_data
-from imgflow.factory import build_model, build_path, is_class_conditional
+from imgflow.data import ImageData, load_dataset
+from imgflow.factory import build_model, is_class_conditional
+from imgflow.files import atomic_write_bytes
 from imgflow.nn import count_parameters
-from imgflow.sampling import SamplerSettings, default_labels, sample_images, save_grid
-from imgflow.seeding import derive_seed, generator
-from imgflow.training.ema import make_ema
-from imgflow.training.metrics_log import MetricsLog
+from imgflow.run_folder import RunLock, check_resume_compatible, check_writable, checkpoint_to_resume, make_run_dir
+from imgflow.sampler import Sampler
+from imgflow.seeding import derive_seed
+from imgflow.training.batches import BatchSchedule, GlobalBatch, MicroBatch, assemble_micro_batch, draw_global_batch, micro_batch_rows
+from imgflow.training.ema import EMA
+from imgflow.training.interrupts import StopRequests, TrainingInterrupted
+from imgflow.training.metrics_log import MetricsLog, check_tracker_available, flat_config, scalar_metrics
+from imgflow.training.objectives import build_objective
 
-#: sections whose change makes a checkpoint unusable for resuming
-_FROZEN_SECTIONS = ("data", "model", "flow")
+#: equal-width bins of t in [0, 1] over which the metrics log keeps the mean loss
+TIME_BINS = 10
 
 
 class NonFiniteLossError(RuntimeError):
@@ -54,49 +53,7 @@ class TrainResult:
     run_dir: Path
     step: int
     last_checkpoint: Path | None
-    stopped_by: str  # "steps" | "time" | "nonfinite"
-
-
-def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig) -> None:
-    """The checkpoint's data/model/flow sections must equal the run's."""
-    old, new = ckpt.config.to_dict(), cfg.to_dict()
-    for section in _FROZEN_SECTIONS:
-        for key, value in new[section].items():
-            if old[section].get(key) != value:
-                raise CheckpointError(
-                    f"cannot resume from {ckpt.path}: it was trained with {section}.{key} = {old[section].get(key)!r}, "
-                    f"this run has {value!r}; use the same setting or start a new run.output_dir"
-                )
-
-
-def check_writable(run_dir: Path) -> None:
-    """Fail early, creating nothing, if run_dir cannot be created or written."""
-    probe = run_dir
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise ConfigError(f"run.output_dir {run_dir} cannot be created: {probe} is a file; choose another run.output_dir")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ConfigError(f"run.output_dir {run_dir} is not writable (no write permission on {probe}); choose another run.output_dir")
-
-
-def make_run_dir(run_dir: Path) -> None:
-    """Create run_dir and prove that a file can be written there, or raise one clear error."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"run.output_dir {run_dir} is not writable ({exc.strerror}); choose another run.output_dir") from None
-
-
-def time_sampler(cfg: RunConfig, n: int, gen: torch.Generator, device: torch.device) -> Tensor:
-    """t ~ U[0, 1) or logit-normal (sigmoid of N(m, s^2)), shape (n,)."""
-    f = cfg.flow
-    if f.time_sampling == "logit_normal":
-        return torch.sigmoid(f.logit_normal_mean + f.logit_normal_std * torch.randn(n, generator=gen, device=device))
-    return torch.rand(n, generator=gen, device=device)
+    stopped_by: str  # "steps" | "time"
 
 
 def lr_lambda_factory(warmup_steps: int):
@@ -106,79 +63,114 @@ def lr_lambda_factory(warmup_steps: int):
     return lr_lambda
 
 
-class Trainer:
-    """Holds the state of one run; `run()` trains to cfg.train.steps (or the time budget)."""
+class LogWindow:
+    """Device-side sums over the steps since the last log: nothing here is read until `read`."""
 
-    def __init__(self, cfg: RunConfig, resume: str | None = None, data: ImageData | None = None, accelerator: Any = None) -> None:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.steps = 0
+        self.samples = 0  # this process's samples in the sums (host count: shapes are known without a read)
+        self.t0 = time.perf_counter()
+        zeros = lambda *shape: torch.zeros(shape, device=device)  # noqa: E731
+        self.loss_sum, self.grad_norm_sum = zeros(), zeros()
+        self.bin_sum, self.bin_count = zeros(TIME_BINS), zeros(TIME_BINS)
+
+    def add(self, per_sample: Tensor, times: Tensor) -> None:
+        per_sample = per_sample.detach().float()
+        self.samples += per_sample.numel()
+        self.loss_sum += per_sample.sum()
+        bins = (times.detach() * TIME_BINS).long().clamp_(0, TIME_BINS - 1)
+        self.bin_sum.index_add_(0, bins, per_sample)
+        self.bin_count.index_add_(0, bins, torch.ones_like(per_sample))
+
+    def packed(self) -> Tensor:
+        return torch.cat([self.loss_sum[None], self.grad_norm_sum[None], self.bin_sum, self.bin_count])
+
+
+class Trainer:
+    """Holds the state of one run; `run()` trains to cfg.train.steps (or the time budget).
+
+    Everything that can be wrong (config, data, checkpoint, output folder, a live run in the
+    same folder) is checked before anything is written. `trackers`: extra accelerate
+    `GeneralTracker` instances to log to, besides train.log_with.
+    """
+
+    def __init__(self, cfg: RunConfig, resume: str | None = None, data: ImageData | None = None, accelerator: Any = None,
+                 trackers: list[Any] | None = None) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         self.cfg = cfg
-        t = cfg.train
+        train = cfg.train
+        self.run_dir = Path(cfg.run.output_dir)
+        check_tracker_available(train.log_with)
+        log_with = ([train.log_with] if train.log_with != "none" else []) + list(trackers or [])
         # without a GPU, accelerate recognises a torchrun/accelerate multi-process launch only in CPU mode
-        self.accelerator = accelerator or Accelerator(cpu=not _has_accelerator_device())
+        self.accelerator = accelerator or Accelerator(
+            cpu=not _has_accelerator_device(), log_with=log_with or None,
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "trackers")),
+        )
         acc = self.accelerator
         self.is_main = acc.is_main_process
         self.world = acc.num_processes
         self.rank = acc.process_index
-        per_step = self.world * t.grad_accum
-        if t.batch_size % per_step:
+        per_step = self.world * train.grad_accum
+        if train.batch_size % per_step:
             raise ConfigError(
-                f"train.batch_size {t.batch_size} is not divisible by processes ({self.world}) x train.grad_accum ({t.grad_accum}); "
-                f"use a multiple of {per_step}"
+                f"train.batch_size {train.batch_size} is not divisible by processes ({self.world}) x train.grad_accum "
+                f"({train.grad_accum}); use a multiple of {per_step}"
             )
-        self.micro = t.batch_size // per_step
-        self.run_dir = Path(cfg.run.output_dir)
+        self.micro = train.batch_size // per_step
 
-        # everything that can be wrong is checked before anything is written or loaded
-        ckpt: Checkpoint | None = None
-        if resume:
-            ckpt = load_checkpoint(resume, self.run_dir)
-            check_resume_compatible(ckpt, cfg)
-        elif list_checkpoints(self.run_dir):
-            raise ConfigError(
-                f"run.output_dir {self.run_dir} already holds checkpoints; pass --resume latest to continue it or choose another run.output_dir"
-            )
+        # everything that can be wrong is checked before anything is written
+        ckpt = checkpoint_to_resume(cfg, resume, check_lock=self.is_main)
         check_writable(self.run_dir)
-        torch.manual_seed(derive_seed(cfg.run.seed, "init"))
-        self.model = build_model(cfg)
-        self.conditional = is_class_conditional(cfg)
-        self.path = build_path(cfg)
-        self.loss_fn = LOSSES[cfg.flow.prediction]
-
         if data is None:
             with acc.main_process_first():
-                d = cfg.data
-                data = load_image_data(d.dataset, d.data_root, train=True, image_size=d.image_size, resize=d.resize, download=d.download)
-        expected = (self.model_channels(), cfg.data.image_size, cfg.data.image_size)
-        if tuple(data.shape) != expected:
-            raise ConfigError(f"the data has images of shape {tuple(data.shape)} but the model expects {expected}; check data.image_size")
-        if t.batch_size > len(data):
-            raise ConfigError(f"train.batch_size {t.batch_size} is larger than the data set ({len(data)} images); lower it")
-        self.data = data.to(acc.device)
-        self.batches = BatchSchedule(len(self.data), t.batch_size, cfg.run.seed)
+                data = load_dataset(cfg.data, "train", progress=self.is_main)
+        self.spec = data.spec
+        if ckpt is not None:
+            check_resume_compatible(ckpt, cfg, self.spec)
+        if data.spec.image_size != cfg.data.image_size:
+            raise ConfigError(f"the data has images of shape {data.shape} but data.image_size is {cfg.data.image_size}; "
+                              "make them agree")
+        if train.batch_size > len(data):
+            raise ConfigError(f"train.batch_size {train.batch_size} is larger than the data set ({len(data)} images); lower it")
+        torch.manual_seed(derive_seed(cfg.run.seed, "init"))
+        self.model = build_model(cfg, self.spec)
+        self.conditional = is_class_conditional(cfg, self.spec)
+        self.null_label = self.spec.num_classes if self.conditional else None
+        self.objective = build_objective(cfg)
+
+        # from here on the run folder is ours
+        self.lock: RunLock | None = None
         if self.is_main:
             make_run_dir(self.run_dir)
+            self.lock = RunLock(self.run_dir).acquire()
+            if ckpt is None and list_checkpoints(self.run_dir):  # another fresh run won the race to this folder
+                self.lock.release()
+                raise ConfigError(f"run.output_dir {self.run_dir} already holds checkpoints; pass --resume latest or choose another")
             remove_stale_temporaries(self.run_dir)
 
-        if t.channels_last:
+        self.data = data.to(acc.device)
+        self.batches = BatchSchedule(len(self.data), train.batch_size, cfg.run.seed,
+                                     device=acc.device if self.data.resident else "cpu")
+        if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.to(acc.device)
-        self.ema = make_ema(self.model, t.ema_decay) if t.ema_decay > 0 else None
+        self.ema = EMA(self.model, train.ema_decay) if train.ema_decay > 0 else None
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), weight_decay=t.weight_decay
+            self.model.parameters(), lr=train.lr, betas=(train.adam_beta1, train.adam_beta2), weight_decay=train.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(t.warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(train.warmup_steps))
         self.step = 0
         if ckpt is not None:
             self._restore(ckpt)
         self.prepared, self.optimizer = acc.prepare(self.model, self.optimizer)
-        self.forward = torch.compile(self.prepared) if t.compile else self.prepared
+        self.forward = torch.compile(self.prepared) if train.compile else self.prepared
         self.last_checkpoint: Path | None = ckpt.path if ckpt is not None else None
-
-    def model_channels(self) -> int:
-        from imgflow.data import CHANNELS
-
-        return CHANNELS[self.cfg.data.dataset]
+        self._first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)
+        self._checked_at = -1
 
     # --- state ------------------------------------------------------------------------------
     def _restore(self, ckpt: Checkpoint) -> None:
@@ -187,187 +179,231 @@ class Trainer:
             if not ckpt.ema:
                 raise CheckpointError(f"{ckpt.path} holds no EMA weights but train.ema_decay > 0; resume with the run's own config")
             load_weights_into(self.ema.module, ckpt.ema, ckpt.path)
-            self.ema.n_averaged.fill_(int(ckpt.extra.get("ema_updates", ckpt.step)))
+            self.ema.num_updates = int(ckpt.extra.get("ema_updates", ckpt.step))
         if ckpt.optimizer is None or ckpt.scheduler is None:
             raise CheckpointError(f"{ckpt.path} has no optimiser/scheduler state (a weights-only file?); resume needs a training checkpoint")
         self.optimizer.load_state_dict(ckpt.optimizer)
         self.scheduler.load_state_dict(ckpt.scheduler)
+        scaler = self.accelerator.scaler
+        if scaler is not None:
+            if ckpt.grad_scaler is None:
+                raise CheckpointError(f"{ckpt.path} was written without fp16 loss scaling; resume it with the mixed precision it "
+                                      "was trained with")
+            scaler.load_state_dict(ckpt.grad_scaler)
         self.step = ckpt.step
 
     def save(self) -> Path | None:
         """Main process writes the checkpoint of the current step; all processes wait for it."""
+        self._ensure_finite()
         path = None
         if self.is_main:
-            extra = {"ema_updates": str(int(self.ema.n_averaged.item()))} if self.ema is not None else {}
+            extra = {"ema_updates": str(self.ema.num_updates)} if self.ema is not None else {}
+            scaler = self.accelerator.scaler
             path = save_checkpoint(
-                self.run_dir,
-                self.step,
-                self.cfg,
-                self.model.state_dict(),
+                self.run_dir, self.step, self.cfg, self.model.state_dict(),
                 self.ema.module.state_dict() if self.ema is not None else None,
-                self.optimizer.state_dict(),
-                self.scheduler.state_dict(),
-                keep_last=self.cfg.train.keep_last,
-                extra_metadata=extra,
+                self.optimizer.state_dict(), self.scheduler.state_dict(),
+                keep_last=self.cfg.train.keep_last, extra_metadata=extra, spec=self.spec,
+                grad_scaler_state=scaler.state_dict() if scaler is not None else None,
             )
             self.last_checkpoint = path
         self.accelerator.wait_for_everyone()
         return path
 
+    def sampler(self) -> Sampler:
+        """A Sampler around the EMA (or raw) weights as they are now."""
+        net = self.ema.module if self.ema is not None else self.model
+        return Sampler(net, self.cfg, self.spec, self.accelerator.device, self.step)
+
     def sample_grid(self) -> Path | None:
         """Main process draws the fixed-seed grid of the EMA (or raw) model at this step."""
+        self._ensure_finite()
         if not self.is_main:
             return None
         s = self.cfg.sample
-        net = self.ema.module if self.ema is not None else self.model
-        was_training = net.training
-        images, _, _ = sample_images(
-            net, self.cfg, SamplerSettings.from_config(self.cfg), s.num_images, seed=s.seed,
-            labels=default_labels(s.num_images) if self.conditional else None, device=self.accelerator.device,
-        )
-        net.train(was_training)
+        samples = self.sampler().sample(s.num_images, seed=s.seed)
         (self.run_dir / "samples").mkdir(exist_ok=True)
-        return save_grid(images, self.run_dir / "samples" / f"step-{self.step:08d}.png", nrow=10 if self.conditional else 8)
+        return samples.save_grid(self.run_dir / "samples" / f"step-{self.step:08d}.png")
 
     # --- one step ---------------------------------------------------------------------------
-    def draw_global_batch(self, step: int) -> dict[str, Tensor]:
-        """Indices, times, noise, label-drop and flip masks of the whole global batch of `step`."""
-        cfg, dev = self.cfg, self.accelerator.device
-        b = cfg.train.batch_size
-        gen = generator(cfg.run.seed, "step", step, device=dev)
-        shape = (b, *self.data.shape)
-        return {
-            "indices": self.batches.indices(step).to(dev),
-            "t": time_sampler(cfg, b, gen, dev),
-            "noise": torch.randn(shape, generator=gen, device=dev),
-            "drop": torch.rand(b, generator=gen, device=dev) < cfg.flow.label_dropout,
-            "flip": torch.rand(b, generator=gen, device=dev) < 0.5,
-        }
+    def global_batch(self, step: int) -> GlobalBatch:
+        """Data rows, times, noise, label-drop and flip masks of the whole global batch of `step`."""
+        return draw_global_batch(step, seed=self.cfg.run.seed, schedule=self.batches, image_shape=self.spec.shape,
+                                 draw_times=self.objective.draw_times, label_dropout=self.cfg.flow.label_dropout,
+                                 device=self.accelerator.device)
 
-    def micro_batch(self, draw: dict[str, Tensor], m: int) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """This process's part m of the global batch: (z, t, noise, model kwargs)."""
-        lo = (m * self.world + self.rank) * self.micro
-        sl = slice(lo, lo + self.micro)
-        z, y = self.data.batch(draw["indices"][sl])
-        if self.cfg.data.hflip:
-            z = torch.where(draw["flip"][sl, None, None, None], z.flip(-1), z)
-        if self.cfg.train.channels_last:
-            z = z.contiguous(memory_format=torch.channels_last)
-        kwargs: dict[str, Tensor] = {}
-        if self.conditional:
-            kwargs["y"] = torch.where(draw["drop"][sl], torch.full_like(y, NUM_CLASSES), y)
-        return z, draw["t"][sl], draw["noise"][sl], kwargs
+    def micro_batch(self, batch: GlobalBatch, m: int) -> MicroBatch:
+        """This process's part m of the global batch."""
+        rows = micro_batch_rows(m, self.world, self.rank, self.micro)
+        return assemble_micro_batch(batch, rows, self.data, hflip=self.cfg.data.hflip, null_label=self.null_label,
+                                    channels_last=self.cfg.train.channels_last, device=self.accelerator.device)
 
-    def train_step(self) -> tuple[float, float | None]:
-        """One optimiser step over the global batch; returns (mean loss across processes, grad norm)."""
-        acc, t = self.accelerator, self.cfg.train
+    def train_step(self, window: LogWindow) -> None:
+        """One optimiser step over the global batch; its loss and gradient norm stay on the device in `window`."""
+        acc, train = self.accelerator, self.cfg.train
         torch.manual_seed(derive_seed(self.cfg.run.seed, "dropout", self.step, self.rank))
         with record_function("step/draw_batch"):
-            draw = self.draw_global_batch(self.step)
-        total = torch.zeros((), device=acc.device)
-        for m in range(t.grad_accum):
+            batch = self.global_batch(self.step)
+        losses: list[tuple[Tensor, Tensor]] = []
+        for m in range(train.grad_accum):
             with record_function("step/draw_batch"):
-                z, tt, noise, kwargs = self.micro_batch(draw, m)
-            sync = m == t.grad_accum - 1
-            ctx = acc.no_sync(self.prepared) if not sync else nullcontext()
+                micro = self.micro_batch(batch, m)
+            ctx = acc.no_sync(self.prepared) if m < train.grad_accum - 1 else nullcontext()
             with ctx:
                 with record_function("step/forward_loss"):
-                    loss = self.loss_fn(self.forward, self.path, z, tt, x0=noise, model_kwargs=kwargs, reduction=self.cfg.flow.loss_reduction)
+                    per_sample = self.objective.per_sample_loss(self.forward, micro, model=self.prepared, accelerator=acc)
+                    loss = per_sample.mean()
                 with record_function("step/backward"):
-                    acc.backward(loss / t.grad_accum)
-            total += loss.detach() / t.grad_accum
-        mean_loss = acc.reduce(total, reduction="mean").item() if self.world > 1 else total.item()
-        if not math.isfinite(mean_loss):
+                    acc.backward(loss / train.grad_accum)
+            losses.append((per_sample.detach(), micro.times))
+        bad = ~torch.stack([torch.isfinite(v).all() for v, _ in losses]).all()
+        if train.on_nonfinite == "skip" and bool(bad):  # "skip" reads the device every step (documented)
+            acc.print(f"warning: non-finite loss in step {self.step + 1}; skipped the update (train.on_nonfinite = 'skip')")
             self.optimizer.zero_grad(set_to_none=True)
-            return mean_loss, None
-        grad_norm = None
+            return
+        for per_sample, times in losses:
+            window.add(per_sample, times)
+        self._first_bad = torch.where((self._first_bad < 0) & bad, torch.full_like(self._first_bad, self.step), self._first_bad)
         with record_function("step/clip_optimizer"):
-            if t.grad_clip > 0:
-                grad_norm = float(acc.clip_grad_norm_(self.prepared.parameters(), t.grad_clip))
+            if train.grad_clip > 0:
+                window.grad_norm_sum += acc.clip_grad_norm_(self.prepared.parameters(), train.grad_clip).detach().float()
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             with record_function("step/ema"):
-                self.ema.update_parameters(self.model)
-        return mean_loss, grad_norm
+                self.ema.update(self.model)
+
+    # --- reading the device -------------------------------------------------------------------
+    def _gather_min(self, value: Tensor) -> Tensor:
+        if self.world == 1:
+            return value
+        from accelerate.utils import gather
+
+        values = gather(value.reshape(1))
+        values = torch.where(values < 0, torch.full_like(values, torch.iinfo(torch.long).max), values)
+        least = values.min()
+        return torch.where(least == torch.iinfo(torch.long).max, torch.full_like(least, -1), least)
+
+    def _ensure_finite(self, first_bad: int | None = None) -> None:
+        """Raise NonFiniteLossError, naming the first bad step, if any step so far had a non-finite loss.
+
+        first_bad: the value when the caller has already read it; otherwise this reads it (once per step).
+        """
+        if self.cfg.train.on_nonfinite == "skip":
+            return
+        if first_bad is None:
+            if self._checked_at == self.step:
+                return
+            first_bad = int(self._gather_min(self._first_bad).item())
+        self._checked_at = self.step
+        if first_bad >= 0:
+            kept = f"; the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "; no checkpoint was written yet"
+            raise NonFiniteLossError(f"non-finite loss in step {first_bad + 1}{kept}; nothing after it was saved "
+                                     "(lower train.lr, or set train.on_nonfinite = 'skip')")
+
+    def _log(self, window: LogWindow, log: MetricsLog | None) -> dict[str, Any]:
+        """Read the window and the non-finite guard in one device read (one collective across processes), log it."""
+        packed = window.packed()
+        if self.world > 1:
+            packed = self.accelerator.reduce(packed, reduction="sum")
+        first_bad = self._gather_min(self._first_bad).double().reshape(1)
+        values = torch.cat([packed.double(), first_bad]).tolist()  # the one host read of this window
+        self._ensure_finite(int(values[-1]))
+        now = time.perf_counter()
+        loss_sum, grad_sum = values[0], values[1] / self.world
+        bins, counts = values[2 : 2 + TIME_BINS], values[2 + TIME_BINS : 2 + 2 * TIME_BINS]
+        record: dict[str, Any] = {
+            "step": self.step,
+            "loss": loss_sum / max(window.samples * self.world, 1),
+            "loss_by_t": [s / c if c else None for s, c in zip(bins, counts)],
+            "lr": self.scheduler.get_last_lr()[0],
+            "images_per_s": window.steps * self.cfg.train.batch_size / (now - window.t0),
+        }
+        if self.cfg.train.grad_clip > 0:
+            record["grad_norm"] = grad_sum / window.steps
+        if log is not None:
+            log.write(record)
+        self.accelerator.log(scalar_metrics(record, TIME_BINS), step=self.step)
+        return record
+
+    def _stop_flags(self, stop: StopRequests, start: float, at_read: bool) -> tuple[str | None, bool]:
+        """(signal that asks to stop, time budget exhausted), agreed by all processes.
+
+        One process decides every step from host facts; several agree only at the log reads.
+        """
+        minutes = self.cfg.train.max_minutes
+        budget = minutes > 0 and time.perf_counter() - start >= 60.0 * minutes
+        if self.world == 1:
+            return stop.requested, budget
+        if not at_read:
+            return None, False
+        from accelerate.utils import gather
+
+        flags = gather(torch.tensor([[float(stop.requested is not None), float(budget)]], device=self.accelerator.device))
+        flags = flags.reshape(self.world, 2).tolist()
+        signal_name = stop.requested or ("SIGTERM" if any(f[0] for f in flags) else None)
+        return signal_name, bool(flags[0][1])  # the main process's clock decides the budget
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self, progress: bool = True) -> TrainResult:
+        try:
+            with StopRequests() as stop:
+                return self._loop(stop, progress)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _loop(self, stop: StopRequests, progress: bool) -> TrainResult:
         from tqdm.auto import tqdm
 
-        cfg, t, acc = self.cfg, self.cfg.train, self.accelerator
+        cfg, train, acc = self.cfg, self.cfg.train, self.accelerator
+        log = None
         if self.is_main:
-            (self.run_dir / "config.json").write_text(cfg.to_json())
+            atomic_write_bytes(self.run_dir / "config.json", cfg.to_json().encode())
             log = MetricsLog(self.run_dir, resume_step=self.step)
             acc.print(
-                f"training {cfg.model.arch} ({count_parameters(self.model):,} parameters) on {cfg.data.dataset} "
-                f"[{len(self.data)} images] | {self.world} process(es), device {acc.device}, mixed precision {acc.mixed_precision} | "
-                f"global batch {t.batch_size} = {self.world} x {t.grad_accum} x {self.micro} | from step {self.step} to {t.steps}"
+                f"training {cfg.model.arch} ({count_parameters(self.model):,} parameters) on {self.spec.dataset} "
+                f"[{len(self.data)} images of {self.spec.shape}, {self.spec.num_classes} classes] | {self.world} process(es), "
+                f"device {acc.device}, mixed precision {acc.mixed_precision} | global batch {train.batch_size} = "
+                f"{self.world} x {train.grad_accum} x {self.micro} | from step {self.step} to {train.steps}"
             )
-        bar = tqdm(total=t.steps, initial=self.step, disable=not (self.is_main and progress), dynamic_ncols=True, file=sys.stdout)
+        if acc.log_with:
+            acc.init_trackers(cfg.run.name, config=flat_config(cfg.to_dict()),
+                              init_kwargs={"tensorboard": {"purge_step": self.step or None}})
+        bar = tqdm(total=train.steps, initial=self.step, disable=not (self.is_main and progress), dynamic_ncols=True, file=sys.stdout)
         start = time.perf_counter()
-        window_loss, window_n, window_t0 = 0.0, 0, time.perf_counter()
+        window = LogWindow(acc.device)
         stopped_by = "steps"
         self.prepared.train()
-        while self.step < t.steps:
-            loss, grad_norm = self.train_step()
-            if not math.isfinite(loss):
-                message = f"non-finite loss ({loss}) at step {self.step}"
-                if t.on_nonfinite == "stop":
-                    bar.close()
-                    if self.is_main:
-                        log.close()
-                    kept = f"; the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "; no checkpoint was written yet"
-                    raise NonFiniteLossError(message + kept + " (lower train.lr, or set train.on_nonfinite = 'skip')")
-                acc.print(f"warning: {message}; skipped the update (train.on_nonfinite = 'skip')")
+        try:
+            while self.step < train.steps:
+                self.train_step(window)
                 self.step += 1
+                window.steps += 1
                 bar.update(1)
-                continue
-            self.step += 1
-            window_loss += loss
-            window_n += 1
-            bar.update(1)
-            if self.step % t.log_every == 0 or self.step == t.steps:
-                now = time.perf_counter()
-                rate = window_n * t.batch_size / (now - window_t0)
-                record = {
-                    "step": self.step,
-                    "loss": window_loss / window_n,
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "images_per_s": rate,
-                    "elapsed_s": now - start,
-                }
-                if grad_norm is not None:
-                    record["grad_norm"] = grad_norm
-                if self.is_main:
-                    log.write(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{rate:.0f}")
-                window_loss, window_n, window_t0 = 0.0, 0, now
-            budget_hit = self._budget_exhausted(start)
-            if self.step % t.checkpoint_every == 0 or self.step == t.steps or budget_hit:
-                self.save()
-            if t.sample_every and (self.step % t.sample_every == 0 or self.step == t.steps or budget_hit):
-                self.sample_grid()
-            if budget_hit:
-                stopped_by = "time"
-                break
-        bar.close()
-        if self.is_main:
-            log.close()
+                at_read = self.step % train.log_every == 0 or self.step == train.steps
+                if at_read:
+                    record = self._log(window, log)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
+                    window = LogWindow(acc.device)
+                signal_name, budget_hit = self._stop_flags(stop, start, at_read)
+                if self.step % train.checkpoint_every == 0 or self.step == train.steps or budget_hit or signal_name:
+                    self.save()
+                if train.sample_every and (self.step % train.sample_every == 0 or self.step == train.steps or budget_hit):
+                    self.sample_grid()
+                if signal_name:
+                    raise TrainingInterrupted(signal_name, self.step, self.last_checkpoint)
+                if budget_hit:
+                    stopped_by = "time"
+                    break
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+            if acc.log_with:
+                acc.end_training()
         return TrainResult(self.run_dir, self.step, self.last_checkpoint, stopped_by)
-
-    def _budget_exhausted(self, start: float) -> bool:
-        """All processes agree on the main process's clock."""
-        minutes = self.cfg.train.max_minutes
-        if minutes <= 0:
-            return False
-        flag = torch.tensor([float(time.perf_counter() - start >= 60.0 * minutes)], device=self.accelerator.device)
-        if self.world > 1:
-            from accelerate.utils import broadcast
-
-            flag = broadcast(flag, from_process=0)
-        return bool(flag.item())
 
 
 def _has_accelerator_device() -> bool:
@@ -376,5 +412,5 @@ def _has_accelerator_device() -> bool:
 
 
 def train(cfg: RunConfig, resume: str | None = None, data: ImageData | None = None, progress: bool = True) -> TrainResult:
-    """Train the run described by cfg (resuming from a checkpoint spec if given)."""
+    """Train the run described by cfg (resuming from 'latest', a run folder or a checkpoint file if given)."""
     return Trainer(cfg, resume=resume, data=data).run(progress=progress)

@@ -1,7 +1,7 @@
 """The lab's validations: each check returns numbers against tolerances plus a PNG.
 
 Checks 1-6 test the core's solvers, processes and conditional paths against closed forms;
-7-10 train models once per run (toy.checks.lab) and compare them with the exact marginal
+7-10 train models once per run (toy.checks.trained_models) and compare them with the exact marginal
 fields of a Gaussian mixture (toy.gmm_fields).
 """
 

@@ -17,7 +17,7 @@ from imgflow.core import (
     uniform_time_grid,
 )
 
-from toy.checks import lab
+from toy.checks import trained_models
 from toy.checks.base import CheckResult, Context
 from toy.metrics import energy_distance, null_distance_band, relative_l2
 from toy.plotting import contour, heatmap, quiver, scatter, subplots, trajectories
@@ -57,7 +57,7 @@ def _finite_count(x: torch.Tensor) -> int:
 def check_flow_matching(ctx: Context) -> CheckResult:
     """Flow matching learns the marginal velocity and its ODE samples the target.
 
-    (a) Gaussian (linear-schedule) path to the 5-mode GMM of `lab.gmm_lab`: relative L2
+    (a) Gaussian (linear-schedule) path to the 5-mode GMM of `trained_models.gmm_lab`: relative L2
     error ||u_theta - u|| / ||u|| of the learned field against the exact marginal velocity
     (toy.gmm_fields) on n_field points x ~ p_t, t ~ U[0, 1); tolerance `field_tolerances`.
     (b) Euler (ode_steps) from N(0, I): energy distance between n_samples ODE samples and
@@ -71,27 +71,27 @@ def check_flow_matching(ctx: Context) -> CheckResult:
     """
     res = CheckResult("07_flow_matching", "flow matching: exact field, ODE samples, circles -> checkerboard")
     tol = field_tolerances(ctx)
-    L = lab.gmm_lab(ctx)
-    model, hist = lab.flow_model(ctx)
-    x, t = lab.field_points(ctx, 1.0, "points_velocity")
+    L = trained_models.gmm_lab(ctx)
+    model, hist = trained_models.flow_model(ctx)
+    x, t = trained_models.field_points(ctx, 1.0, "points_velocity")
     with torch.inference_mode():
         pred, exact = model(x, t), L.marginals.velocity(x, t)
     res.at_most("GMM: ||u_theta - u|| / ||u|| on x ~ p_t, t in [0,1)", relative_l2(pred, exact), tol["velocity"])
-    null = lab.target_null_band(ctx)
-    x0, x1 = lab.ode_samples(ctx)
+    null = trained_models.target_null_band(ctx)
+    x0, x1 = trained_models.ode_samples(ctx)
     torch.manual_seed(ctx.seed_for(res.name))
     n = ctx.sizes.n_samples
     d_ode = energy_distance(x1, L.target.sample(n)).item()
     res.at_most("GMM: energy distance(ODE samples, target)", d_ode, null["band"])
 
-    cb_path, cb_model, cb_hist = lab.checkerboard_setup(ctx)
+    cb_path, cb_model, cb_hist = trained_models.checkerboard_setup(ctx)
     board = cb_path.p_data
     torch.manual_seed(ctx.seed_for(res.name + "/cb"))
     src = cb_path.p_simple.sample(n)
     ts = uniform_time_grid(ctx.sizes.ode_steps)
     with torch.inference_mode():
         cb_traj = EulerSolver(LearnedVectorFieldODE(cb_model)).simulate_with_trajectory(src, ts)
-    cb_null = null_distance_band(board.sample, board.sample, n, ctx.sizes.null_repeats, k=lab.NULL_K)
+    cb_null = null_distance_band(board.sample, board.sample, n, ctx.sizes.null_repeats, k=trained_models.NULL_K)
     d_cb = energy_distance(cb_traj[:, -1], board.sample(n)).item()
     res.at_most("circles->checkerboard: energy distance(ODE samples, board)", d_cb, cb_null["band"])
 
@@ -140,7 +140,7 @@ def check_flow_matching(ctx: Context) -> CheckResult:
         fig.colorbar(im, ax=ax)
         ax.set_title(f"|u_theta - u| at t = {tv}", fontsize=9)
     with torch.inference_mode():
-        centres, errs = lab.relative_l2_by_t(pred, exact, t)
+        centres, errs = trained_models.relative_l2_by_t(pred, exact, t)
     axes[3].plot(centres, errs, "o-")
     axes[3].axhline(tol["velocity"], color="k", ls="--", label="tolerance (all t)")
     axes[3].set_xlabel("t")
@@ -183,10 +183,10 @@ def check_score_matching(ctx: Context) -> CheckResult:
     """
     res = CheckResult("08_score_matching", "score matching vs exact score; score from velocity")
     tol = field_tolerances(ctx)
-    L = lab.gmm_lab(ctx)
-    smodel, shist = lab.score_model(ctx)
-    fmodel, _ = lab.flow_model(ctx)
-    x, t = lab.field_points(ctx, lab.SCORE_T_MAX, "points_score")
+    L = trained_models.gmm_lab(ctx)
+    smodel, shist = trained_models.score_model(ctx)
+    fmodel, _ = trained_models.flow_model(ctx)
+    x, t = trained_models.field_points(ctx, trained_models.SCORE_T_MAX, "points_score")
     sched = L.path.schedule
     with torch.inference_mode():
         s_exact = L.marginals.score(x, t)
@@ -220,8 +220,8 @@ def check_score_matching(ctx: Context) -> CheckResult:
         fig.colorbar(im, ax=ax)
         ax.set_title(f"|s_theta - s| at t = {tv}", fontsize=9)
     with torch.inference_mode():
-        c1, e1 = lab.relative_l2_by_t(s_learned, s_exact, t, t_max=lab.SCORE_T_MAX)
-        c2, e2 = lab.relative_l2_by_t(s_derived, s_exact, t, t_max=lab.SCORE_T_MAX)
+        c1, e1 = trained_models.relative_l2_by_t(s_learned, s_exact, t, t_max=trained_models.SCORE_T_MAX)
+        c2, e2 = trained_models.relative_l2_by_t(s_derived, s_exact, t, t_max=trained_models.SCORE_T_MAX)
     axes[3].plot(c1, e1, "o-", label="learned score")
     axes[3].plot(c2, e2, "s-", label="score from velocity")
     axes[3].set_xlabel("t")
@@ -250,16 +250,16 @@ def check_sde_sampling(ctx: Context) -> CheckResult:
     And the number of non-finite values over every stored state of each trajectory: 0.
     """
     res = CheckResult("09_sde_sampling", "Langevin-corrected and interpolant SDEs vs the ODE")
-    L = lab.gmm_lab(ctx)
-    fmodel, _ = lab.flow_model(ctx)
-    smodel, _ = lab.score_model(ctx)
-    null = lab.target_null_band(ctx)
-    x0, x1_ode = lab.ode_samples(ctx)
+    L = trained_models.gmm_lab(ctx)
+    fmodel, _ = trained_models.flow_model(ctx)
+    smodel, _ = trained_models.score_model(ctx)
+    null = trained_models.target_null_band(ctx)
+    x0, x1_ode = trained_models.ode_samples(ctx)
     n = ctx.sizes.n_samples
     torch.manual_seed(ctx.seed_for(res.name))
     d_ode = energy_distance(x1_ode, L.target.sample(n)).item()
     steps = ctx.sizes.sde_steps
-    t_switch = 1.0 - lab.SCORE_DELTA
+    t_switch = 1.0 - trained_models.SCORE_DELTA
     n_sde = round(steps * t_switch)
     gen = torch.Generator().manual_seed(ctx.seed_for(res.name + "/noise"))
     with torch.inference_mode():
@@ -271,7 +271,7 @@ def check_sde_sampling(ctx: Context) -> CheckResult:
         lang_traj = torch.cat([part1, part2[:, 1:]], dim=1)
         isde = InterpolantSDE(fmodel, L.path.schedule, epsilon=1.0)
         int_traj = EulerMaruyamaSolver(isde, generator=gen).simulate_with_trajectory(x0, uniform_time_grid(steps))
-    band = lab.NULL_K * math.sqrt(2) * null["std"]
+    band = trained_models.NULL_K * math.sqrt(2) * null["std"]
     results = {}
     for name, traj in (("Langevin-corrected SDE", lang_traj), ("interpolant SDE", int_traj)):
         bad = _finite_count(traj)
@@ -319,10 +319,10 @@ def check_interpolant_objective(ctx: Context) -> CheckResult:
     """
     res = CheckResult("10_interpolant_objective", "interpolant objective and FM learn the same field")
     tol = field_tolerances(ctx)["velocity"]
-    L = lab.gmm_lab(ctx)
-    fmodel, fhist = lab.flow_model(ctx)
-    imodel, ihist = lab.interpolant_model(ctx)
-    x, t = lab.field_points(ctx, 1.0, "points_velocity")
+    L = trained_models.gmm_lab(ctx)
+    fmodel, fhist = trained_models.flow_model(ctx)
+    imodel, ihist = trained_models.interpolant_model(ctx)
+    x, t = trained_models.field_points(ctx, 1.0, "points_velocity")
     with torch.inference_mode():
         u, uf, ui = L.marginals.velocity(x, t), fmodel(x, t), imodel(x, t)
     den = u.double().pow(2).sum().sqrt()
@@ -336,9 +336,9 @@ def check_interpolant_objective(ctx: Context) -> CheckResult:
     axes[0].set_xlabel("iteration")
     axes[0].legend(fontsize=8)
     with torch.inference_mode():
-        c1, e1 = lab.relative_l2_by_t(uf, u, t)
-        c2, e2 = lab.relative_l2_by_t(ui, u, t)
-        c3, e3 = lab.relative_l2_by_t(ui, uf, t)
+        c1, e1 = trained_models.relative_l2_by_t(uf, u, t)
+        c2, e2 = trained_models.relative_l2_by_t(ui, u, t)
+        c3, e3 = trained_models.relative_l2_by_t(ui, uf, t)
     axes[1].plot(c1, e1, "o-", label="FM vs exact")
     axes[1].plot(c2, e2, "s-", label="interpolant vs exact")
     axes[1].plot(c3, e3, "^-", label="interpolant vs FM")

@@ -7,13 +7,18 @@ import math
 import numpy as np
 import torch
 
-from imgflow.core import EulerSolver, HeunSolver, MidpointSolver, RK4Solver, uniform_time_grid
+from imgflow.core import SOLVERS, uniform_time_grid
 
 from toy.checks.base import CheckResult, Context
 from toy.plotting import subplots
 from toy.processes import LinearDecayODE
 
-SOLVERS = {"Euler": (EulerSolver, 1), "Midpoint": (MidpointSolver, 2), "Heun": (HeunSolver, 2), "RK4": (RK4Solver, 4)}
+#: the fixed-step ODE solvers checked, by their registry names (classes and orders come from the registry)
+CHECKED = ("euler", "midpoint", "heun", "rk4")
+
+
+def _label(name: str) -> str:
+    return {"rk4": "RK4"}.get(name, name.capitalize())
 
 
 def check_ode_convergence(ctx: Context) -> CheckResult:
@@ -37,19 +42,20 @@ def check_ode_convergence(ctx: Context) -> CheckResult:
     exact = ode.exact(x0, horizon)
     steps = [8, 16, 32, 64]
     errors: dict[str, list[float]] = {}
-    for name, (cls, order) in SOLVERS.items():
+    for name in CHECKED:
+        info = SOLVERS[name]
         errs = []
         for n in steps:
-            x = cls(ode).simulate(x0, uniform_time_grid(n, 0.0, horizon).double())
+            x = info.cls(ode).simulate(x0, uniform_time_grid(n, 0.0, horizon).double())
             errs.append((x - exact).abs().max().item())
-        errors[name] = errs
+        errors[_label(name)] = errs
         observed = math.log2(errs[-2] / errs[-1])
-        res.near(f"{name} observed order (n=32->64)", observed, order, 0.1)
+        res.near(f"{_label(name)} observed order (n=32->64)", observed, info.order, 0.1)
 
     fig, (ax0, ax1) = subplots(2, size=4.5)
     hs = horizon / np.array(steps)
     for name, errs in errors.items():
-        ax0.loglog(hs, errs, "o-", label=f"{name} (p={SOLVERS[name][1]})")
+        ax0.loglog(hs, errs, "o-", label=f"{name} (p={SOLVERS[name.lower()].order:g})")
     for p in (1, 2, 4):
         ax0.loglog(hs, errors["Euler" if p == 1 else "Heun" if p == 2 else "RK4"][0] * (hs / hs[0]) ** p, "k:", lw=0.8)
     ax0.set_xlabel("step h")
@@ -59,10 +65,10 @@ def check_ode_convergence(ctx: Context) -> CheckResult:
     x1 = torch.ones(1, 1, dtype=torch.float64)
     fine = torch.linspace(0, horizon, 200, dtype=torch.float64)
     ax1.plot(fine, torch.exp(-theta * fine), "k-", label="exp(-theta t)")
-    for name, (cls, _) in SOLVERS.items():
+    for name in CHECKED:
         ts = uniform_time_grid(4, 0.0, horizon).double()
-        traj = cls(ode).simulate_with_trajectory(x1, ts)[0, :, 0]
-        ax1.plot(ts, traj, "o--", label=f"{name}, 4 steps")
+        traj = SOLVERS[name].cls(ode).simulate_with_trajectory(x1, ts)[0, :, 0]
+        ax1.plot(ts, traj, "o--", label=f"{_label(name)}, 4 steps")
     ax1.set_xlabel("t")
     ax1.set_title("u = -2x from x0 = 1 with 4 steps")
     ax1.legend(fontsize=8)

@@ -1,4 +1,4 @@
-"""The shared learned-model setup of checks 7-10: one target, one path, models trained once per run."""
+"""Models and data the learned-model checks (7-11) share, trained or drawn once per run and cached on the Context."""
 
 from __future__ import annotations
 

@@ -1,0 +1,85 @@
+"""Evaluate a checkpoint offline: classifier FID, class accuracy per guidance scale, NLL in bits/dim.
+
+    python scripts/evaluate.py runs/mnist --classifier runs/classifiers/mnist-28.safetensors \\
+        --data-root ../shared/data --json runs/mnist/eval.json
+
+For every guidance scale w (class-conditional models; unconditional ones use w = 1) it draws
+--num samples with balanced labels and per-sample seeds and reports FID(clf) (Frechet distance
+of the classifier's features of the samples and of the held-out split, cached next to the
+classifier) and class accuracy; then the FID of --num real training images (the floor at this
+sample size) and the NLL in bits/dim of --bpd-images held-out images. --inception adds Inception
+FID when torch-fidelity and its weights are installed. CHECKPOINT is a file or a run folder.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from imgflow.cli import (
+    ArgumentParser,
+    add_runtime_arguments,
+    apply_runtime_arguments,
+    check_output_file,
+    check_positive,
+    parse_floats,
+    say,
+)
+from imgflow.config import CHOICES, ConfigError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="evaluate.py", description=__doc__)
+    p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
+    p.add_argument("--classifier", required=True, help="classifier file from scripts/train_classifier.py")
+    p.add_argument("--num", type=int, default=500, help="samples per guidance scale (default 500)")
+    p.add_argument("--solver", choices=CHOICES["sample.solver"], help="default: the run's sample.solver")
+    p.add_argument("--steps", type=int, help="solver steps (default: the run's sample.num_steps)")
+    p.add_argument("--time-grid", choices=CHOICES["sample.time_grid"], help="auto, uniform or late")
+    p.add_argument("--guidance", help="comma-separated guidance scales, e.g. 1,2,3 (default: 1 and the run's own)")
+    p.add_argument("--sde-epsilon", type=float, help="noise level of the euler_maruyama sampler")
+    p.add_argument("--bpd-images", type=int, default=100, help="held-out images for the NLL (0 = skip; default 100)")
+    p.add_argument("--bpd-solver", default="adaptive", choices=("euler", "midpoint", "heun", "rk4", "adaptive"),
+                   help="ODE solver of the NLL (default adaptive: learned fields are stiff near the data)")
+    p.add_argument("--bpd-tol", type=float, default=1e-4, help="rtol = atol of the adaptive NLL solver (default 1e-4)")
+    p.add_argument("--bpd-steps", type=int, default=16, help="steps of a fixed-step NLL solver (default 16)")
+    p.add_argument("--bpd-grid-power", type=float, default=3.0, help="fixed-step NLL grid power (steps shrink towards the data)")
+    p.add_argument("--bpd-probes", type=int, default=1, help="Hutchinson probes per image (default 1)")
+    p.add_argument("--bpd-label", choices=("null", "true"), default="null", help="score p(x) (null label) or p(x | y)")
+    p.add_argument("--no-baseline", action="store_true", help="skip the FID of real training images")
+    p.add_argument("--inception", action="store_true", help="also Inception FID (needs torch-fidelity and its weights)")
+    p.add_argument("--inception-weights", help="InceptionV3 weights file (torch-fidelity's .pth)")
+    p.add_argument("--data-root", help="dataset folder (default: the run's data.data_root)")
+    p.add_argument("--download", action="store_true", help="allow torchvision to download the dataset")
+    p.add_argument("--cache-dir", help="folder for the reference statistics (default: next to the classifier)")
+    p.add_argument("--json", help="write the numbers to this JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_runtime_arguments(p)
+    args = p.parse_args(argv)
+    apply_runtime_arguments(args)
+    check_positive(args, "steps", "batch_size")
+    check_output_file(args.json, "--json")
+
+    from imgflow.evaluation.report import NLLSettings, evaluate_checkpoint
+    from imgflow.files import write_json
+
+    data = {"download": args.download, **({"data_root": args.data_root} if args.data_root else {})}
+    nll = NLLSettings(args.bpd_images, args.bpd_solver, args.bpd_tol, args.bpd_steps, args.bpd_grid_power, args.bpd_probes, args.bpd_label)
+    report = evaluate_checkpoint(
+        args.checkpoint, args.classifier, num=args.num, guidance=parse_floats(args.guidance, "--guidance") if args.guidance else None,
+        solver=args.solver, steps=args.steps, time_grid=args.time_grid, sde_epsilon=args.sde_epsilon, seed=args.seed,
+        batch_size=args.batch_size, weights=args.weights, data_overrides=data, cache_dir=args.cache_dir, nll=nll,
+        baseline=not args.no_baseline, inception=args.inception, inception_weights=args.inception_weights, device=args.device,
+        log=None if args.quiet else say,
+    )
+    print("\n".join(report.lines()))
+    if args.json:
+        try:
+            write_json(args.json, report.to_dict())
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.json}: {exc.strerror}; choose a writable --json path") from None
+        print(f"wrote {args.json}")
+    print(f"total {report.seconds:.0f} s")
+    return 0

@@ -1,0 +1,31 @@
+"""Loss curves of training runs: one PNG from the metrics.jsonl of one or more run folders.
+
+    python scripts/plot_metrics.py runs/mnist --out loss.png
+    python scripts/plot_metrics.py outputs/budget/ours outputs/budget/baseline --x minutes --out budget-loss.png
+    python scripts/plot_metrics.py runs/mnist --by-time --out loss-by-t.png    # loss against t at several steps
+
+Each run is drawn as its logged loss (the mean over each logging window) against the step or
+against wall-clock minutes; the y axis is logarithmic. --by-time draws, for one run, the mean
+loss in each bin of t at a few logged steps: where in time a run misbehaves.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from imgflow.cli import ArgumentParser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="plot_metrics.py", description=__doc__)
+    p.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
+    p.add_argument("--x", choices=["step", "minutes"], default="step")
+    p.add_argument("--by-time", action="store_true", help="loss against t (one run)")
+    p.add_argument("--out", default="loss.png")
+    args = p.parse_args(argv)
+
+    from imgflow.training.metrics_plot import plot_loss_by_time, plot_loss_curves
+
+    path = plot_loss_by_time(args.runs, args.out) if args.by_time else plot_loss_curves(args.runs, args.out, x=args.x)
+    print(f"wrote {path}")
+    return 0

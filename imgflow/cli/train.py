@@ -1,0 +1,44 @@
+"""Train an image flow model: `accelerate launch scripts/train_images.py --config configs/mnist.toml`.
+
+Any config key can be overridden, e.g. `--train.steps 2000 --data.data_root ../shared/data`.
+Mixed precision and the number of processes come from accelerate (`accelerate launch
+--mixed_precision bf16 --num_processes 2 ...`, or `torchrun --nproc_per_node 2 ...`).
+SIGTERM or Ctrl-C write a checkpoint of the current step and stop; `--resume latest` continues.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments
+from imgflow.config import add_override_arguments, load_config, overrides_from_args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="train_images.py", description=__doc__)
+    parser.add_argument("--config", help="TOML run configuration (configs/*.toml); defaults if omitted")
+    parser.add_argument("--resume", help="'latest' (in run.output_dir), a run folder or a checkpoint file")
+    parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
+    add_runtime_arguments(parser, device=False)
+    add_override_arguments(parser)
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, overrides_from_args(args))
+    apply_runtime_arguments(args)
+
+    from imgflow.training.interrupts import TrainingInterrupted
+    from imgflow.training.trainer import NonFiniteLossError, Trainer
+
+    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        result = trainer.run(progress=not args.no_progress)
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except TrainingInterrupted as exc:
+        if trainer.is_main:
+            print(f"interrupted: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if trainer.is_main:
+        print(f"stopped at step {result.step} ({result.stopped_by}); checkpoint {result.last_checkpoint}")
+    return 0

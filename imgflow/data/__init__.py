@@ -1,0 +1,95 @@
+"""Image datasets: a registry of sources that all end up as one uint8 (N, C, H, W) `ImageData`.
+
+torchvision's datasets (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN) are loaded into memory once;
+a batch is an index into the tensor, scaled to [-1, 1] on the fly, so no per-item PIL work
+happens on the hot path. Shapes and class names come from the data (`DataSpec`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imgflow.data.images import ImageData, to_unit_range
+from imgflow.data.spec import DataSpec, UnknownClassError
+from imgflow.data.torchvision_sets import TORCHVISION_DATASETS, DatasetNotFoundError, TorchvisionDataset, fit_size
+
+#: every data.dataset value
+DATASETS: dict[str, Any] = {**TORCHVISION_DATASETS}
+
+
+def dataset_entry(name: str) -> Any:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+
+
+def load_image_data(
+    name: str,
+    root: str | Path,
+    train: bool = True,
+    image_size: int | None = None,
+    resize: bool = False,
+    download: bool = True,
+) -> ImageData:
+    """A torchvision dataset's train (or test) split as uint8 (N, C, H, W) in memory.
+
+    image_size larger than the native size pads with background (zeros, i.e. -1 after
+    scaling) or, with resize=True, resizes bilinearly; smaller sizes need resize=True.
+    """
+    entry = dataset_entry(name)
+    if not isinstance(entry, TorchvisionDataset):
+        raise ValueError(f"{name} is not a torchvision dataset; load it with load_dataset(cfg.data)")
+    return entry.load(root, "train" if train else "test", image_size, resize, download)
+
+
+def load_dataset(data: Any, split: str = "train", progress: bool = False) -> ImageData:
+    """The split ('train' or 'test') of the dataset a config's [data] section describes."""
+    entry = dataset_entry(data.dataset)
+    if isinstance(entry, TorchvisionDataset):
+        return entry.load(data.data_root, split, data.image_size, data.resize, data.download)
+    return entry.load(data, split, progress=progress)
+
+
+def data_identity(data: Any) -> dict[str, str]:
+    """What decides the pixels and labels a config's [data] section yields (not where the files live).
+
+    Classifiers and cached reference statistics are keyed by it.
+    """
+    entry = dataset_entry(data.dataset)
+    if isinstance(entry, TorchvisionDataset):
+        identity = {"dataset": data.dataset, "image_size": str(data.image_size)}
+        if data.image_size != entry.native_size:  # at the native size nothing is padded or resized
+            identity["resize"] = str(bool(data.resize))
+        return identity
+    return entry.identity(data)
+
+
+def dataset_spec(data: Any) -> DataSpec:
+    """The spec a config's [data] section implies without loading anything (fixed releases only).
+
+    Checkpoints store the spec of the data they were trained on; this is the fallback for
+    checkpoints written before they did.
+    """
+    entry = dataset_entry(data.dataset)
+    if not isinstance(entry, TorchvisionDataset):
+        raise ValueError(f"the shape of a {data.dataset} dataset is known only once it is loaded")
+    return entry.spec(data.image_size)
+
+
+__all__ = [
+    "DATASETS",
+    "DataSpec",
+    "DatasetNotFoundError",
+    "ImageData",
+    "TorchvisionDataset",
+    "UnknownClassError",
+    "data_identity",
+    "dataset_entry",
+    "dataset_spec",
+    "fit_size",
+    "load_dataset",
+    "load_image_data",
+    "to_unit_range",
+]

@@ -1,0 +1,82 @@
+"""A dataset as one uint8 (N, C, H, W) tensor with labels: resident in memory or memory-mapped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from imgflow.data.spec import DataSpec
+
+
+def to_unit_range(images: Tensor) -> Tensor:
+    """uint8 pixels 0..255 -> float32 in [-1, 1] (x = k / 127.5 - 1), the scaling every model sees."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+@dataclass
+class ImageData:
+    """images: (N, C, H, W) uint8; labels: (N,) int64 in [0, num_classes), or None for unlabelled data.
+
+    `spec` describes the data (channels, size, class names). When `images` is memory-mapped
+    (`resident=False`), batches are gathered on the CPU and only they move to the device, so a
+    dataset larger than memory trains the same way.
+    """
+
+    images: Tensor
+    labels: Tensor | None
+    spec: DataSpec = None  # type: ignore[assignment]
+    resident: bool = True
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
+            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"{self.labels.shape[0]} labels for {self.images.shape[0]} images")
+        if self.spec is None:
+            n_cls = int(self.labels.max()) + 1 if self.labels is not None and self.labels.numel() else 0
+            c, h, w = self.images.shape[1:]
+            self.spec = DataSpec("tensors", c, h, tuple(str(i) for i in range(n_cls)))
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """Resident data moves to the device; memory-mapped data stays where it is."""
+        if not self.resident:
+            return self
+        labels = self.labels.to(device) if self.labels is not None else None
+        return ImageData(self.images.to(device), labels, self.spec, True, self.info)
+
+    def subset(self, indices: Tensor) -> ImageData:
+        """A resident copy of the given rows."""
+        labels = self.labels[indices] if self.labels is not None else None
+        return ImageData(self.images[indices], labels, self.spec, True, self.info)
+
+    def batch(self, indices: Tensor, device: torch.device | str | None = None) -> tuple[Tensor, Tensor | None]:
+        """(x in [-1, 1] float32 (b, C, H, W), labels (b,) or None) for the given indices, on `device`.
+
+        Memory-mapped images are gathered on the CPU (indices moved there) and copied over.
+        """
+        device = torch.device(device) if device is not None else self.images.device
+        if not self.resident:
+            cpu_idx = indices.cpu()
+            pixels = self.images[cpu_idx]
+            labels = self.labels[cpu_idx] if self.labels is not None else None
+            if device.type == "cuda":
+                pixels = pixels.pin_memory()
+            pixels = pixels.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True) if labels is not None else None
+            return to_unit_range(pixels), labels
+        labels = self.labels[indices] if self.labels is not None else None
+        return to_unit_range(self.images[indices]), labels

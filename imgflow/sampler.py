@@ -1,0 +1,329 @@
+"""The public way to draw images from a trained model: `Sampler`.
+
+    from imgflow import Sampler
+    sampler = Sampler.from_checkpoint("runs/mnist")            # a run folder or a ckpt-*.safetensors
+    samples = sampler.sample(20, labels=[3, 7], steps=20)       # tensor in [-1, 1], labels, NFE
+    samples.save_grid("digits.png")                             # or samples.to_pil(), samples.grid()
+
+Sample i always starts from the noise seeded by (seed, i), and an SDE sampler draws sample i's
+Brownian increments from its own generator too, so a result does not depend on the batch size
+it was drawn with. Training grids, the sampling script, evaluation and the sweeps all draw
+through this class.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from imgflow.config import ConfigError, RunConfig
+from imgflow.core import (
+    ClassifierFreeGuidance,
+    FlowMap,
+    InterpolantSDE,
+    LearnedVectorFieldODE,
+    ModelField,
+    make_solver,
+    named_time_grid,
+    solver_info,
+)
+from imgflow.data import DataSpec, UnknownClassError, dataset_spec
+from imgflow.factory import build_model, build_path, is_class_conditional
+from imgflow.files import atomic_write_bytes
+from imgflow.seeding import generator
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from imgflow.checkpoint import Checkpoint
+
+#: what `labels=` accepts: None (balanced over the classes), one class, a list cycled to `num`, or (num,) labels
+Labels = int | str | Sequence[int | str] | Tensor | None
+
+
+def per_sample_noise(seed: int, indices: range | list[int], shape: tuple[int, ...], device: torch.device | str = "cpu") -> Tensor:
+    """(len(indices), *shape) standard normals; row k depends only on (seed, indices[k])."""
+    return torch.stack([torch.randn(shape, generator=generator(seed, "init", i)) for i in indices]).to(device)
+
+
+class PerSampleBrownian:
+    """Noise source for Euler-Maruyama: each row draws from its own generator seeded by (seed, i)."""
+
+    def __init__(self, seed: int, indices: range | list[int]) -> None:
+        self.generators = [generator(seed, "brownian", i) for i in indices]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        draws = [torch.randn(x.shape[1:], generator=g) for g in self.generators]
+        return torch.stack(draws).to(device=x.device, dtype=x.dtype)
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to integrate: a solver from imgflow.core.SOLVERS, its steps and time grid, guidance, SDE noise, tolerances."""
+
+    solver: str = "euler"
+    steps: int = 50
+    time_grid: str = "uniform"
+    guidance: float = 1.0
+    sde_epsilon: float = 1.0
+    rtol: float = 1e-4
+    atol: float = 1e-4
+
+    @property
+    def nfe(self) -> int | None:
+        """Model evaluations per sample (one guided evaluation counts once); None for the adaptive solver."""
+        per_step = solver_info(self.solver).evals_per_step
+        return None if per_step is None else per_step * self.steps
+
+    def describe(self) -> str:
+        grid = f", {self.time_grid} grid" if self.solver != "adaptive" else f", tol {self.rtol:g}"
+        nfe = f"NFE {self.nfe}" if self.nfe is not None else "adaptive NFE"
+        return f"{self.solver} x{self.steps}{grid} ({nfe})"
+
+
+@dataclass
+class Samples:
+    """Images drawn by a `Sampler`: (N, C, H, W) float32 in [-1, 1] on the CPU, with their labels."""
+
+    images: Tensor
+    labels: Tensor | None
+    nfe: int
+    seconds: float
+    settings: SamplingSettings
+    class_names: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to_uint8(self) -> Tensor:
+        """(N, C, H, W) uint8 pixels, what a saved image holds."""
+        return self.images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+
+    def to_pil(self) -> list[Image.Image]:
+        """One PIL image per sample (mode L for one channel, RGB for three)."""
+        from PIL import Image
+
+        pixels = self.to_uint8().permute(0, 2, 3, 1).numpy()
+        return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
+
+    def default_nrow(self) -> int:
+        """One class per column when labels cycle through a few classes, else about a square."""
+        if self.labels is not None:
+            seen = self.labels.tolist()
+            period = next((p for p in range(1, min(len(seen), 16) + 1) if seen[p:] == seen[:-p] and len(set(seen[:p])) == p), 0)
+            if period >= 2:
+                return period
+        return max(1, min(10, math.ceil(math.sqrt(len(self)))))
+
+    def grid_png(self, nrow: int | None = None) -> bytes:
+        """PNG bytes of the samples in a grid (torchvision's make_grid layout, padding 2)."""
+        return image_grid_png(self.images, nrow or self.default_nrow())
+
+    def grid(self, nrow: int | None = None) -> Image.Image:
+        """The samples in one PIL image."""
+        import io
+
+        from PIL import Image
+
+        return Image.open(io.BytesIO(self.grid_png(nrow)))
+
+    def save_grid(self, path: str | Path, nrow: int | None = None) -> Path:
+        """Write the grid as a PNG atomically (a temporary file, then a rename); returns the path."""
+        path = Path(path)
+        atomic_write_bytes(path, self.grid_png(nrow))
+        return path
+
+
+def image_grid_png(images: Tensor, nrow: int = 8) -> bytes:
+    """PNG bytes of a grid of [-1, 1] images (torchvision's make_grid layout)."""
+    import io
+
+    from torchvision.utils import save_image
+
+    buf = io.BytesIO()
+    save_image(images.clamp(-1, 1) * 0.5 + 0.5, buf, nrow=nrow, format="png", padding=2)
+    return buf.getvalue()
+
+
+def balanced_labels(num: int, classes: Sequence[int]) -> Tensor:
+    """classes[0], classes[1], ..., cycled to num labels: (num,) int64."""
+    return torch.tensor([classes[i % len(classes)] for i in range(num)], dtype=torch.long)
+
+
+class Sampler:
+    """Draws images from a trained model with any solver of imgflow.core.SOLVERS.
+
+    Args:
+        model: the network (called as model(x, t, y=labels)); put in eval mode while sampling.
+        config: the run configuration it was trained with (path, prediction, default sampler).
+        spec: shape and classes of its data (default: what config.data implies).
+        device: where to sample (default: the model's device).
+        step: the training step of the weights, for reports.
+    """
+
+    def __init__(self, model: nn.Module, config: RunConfig, spec: DataSpec | None = None,
+                 device: torch.device | str | None = None, step: int | None = None) -> None:
+        self.model = model
+        self.config = config
+        self.spec = spec or dataset_spec(config.data)
+        first = next(iter(model.parameters()), None)
+        self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
+        self.model.to(self.device)
+        self.step = step
+        self.path = build_path(config)
+        self.conditional = is_class_conditional(config, self.spec)
+
+    @classmethod
+    def from_checkpoint(cls, where: str | Path, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
+        """Rebuild the model a checkpoint (file or run folder) describes, with its EMA (or 'raw') weights."""
+        from imgflow.checkpoint import load_checkpoint
+
+        return cls.from_loaded(load_checkpoint(where), weights, device)
+
+    @classmethod
+    def from_loaded(cls, ckpt: Checkpoint, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
+        from imgflow.checkpoint import load_weights_into
+
+        if weights not in ("ema", "raw"):
+            raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}")
+        model = build_model(ckpt.config, ckpt.spec)
+        load_weights_into(model, ckpt.weights(weights), ckpt.path)
+        device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model.eval(), ckpt.config, ckpt.spec, device, ckpt.step)
+
+    # --- what it can do -----------------------------------------------------------------------
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names if self.conditional else ()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.spec.shape
+
+    @property
+    def defaults(self) -> SamplingSettings:
+        """The sampler the run's config asks for ([sample] section)."""
+        s = self.config.sample
+        return self.settings(s.solver, s.num_steps, s.time_grid, s.guidance_scale if self.conditional else 1.0,
+                             s.sde_epsilon, s.rtol, s.atol)
+
+    def settings(self, solver: str | None = None, steps: int | None = None, time_grid: str | None = None,
+                 guidance: float | None = None, sde_epsilon: float | None = None, rtol: float | None = None,
+                 atol: float | None = None) -> SamplingSettings:
+        """Complete and check sampler settings; None takes the run's default ('auto' grid: the solver's)."""
+        s = self.config.sample
+        solver = solver or s.solver
+        try:
+            info = solver_info(solver)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        steps = s.num_steps if steps is None else int(steps)
+        if steps < 1:
+            raise ConfigError(f"steps must be >= 1, got {steps}")
+        time_grid = time_grid or s.time_grid
+        if time_grid == "auto":
+            time_grid = info.default_time_grid
+        guidance = (s.guidance_scale if self.conditional else 1.0) if guidance is None else float(guidance)
+        if not math.isfinite(guidance):
+            raise ConfigError(f"guidance must be a finite number, got {guidance}")
+        if guidance != 1.0 and not self.conditional:
+            raise ConfigError(f"guidance {guidance:g} needs a class-conditional model; this one is unconditional (use 1)")
+        if info.flow_map and not self.flow_map:
+            raise ConfigError(f"solver {solver!r} jumps with a flow-map model (trained with flow.objective = 'mean_flow'); "
+                              "this model predicts a velocity: use euler, midpoint, heun, rk4, adaptive or euler_maruyama")
+        eps = s.sde_epsilon if sde_epsilon is None else float(sde_epsilon)
+        if eps < 0:
+            raise ConfigError(f"sde_epsilon must be >= 0, got {eps}")
+        out = SamplingSettings(solver, steps, time_grid, guidance, eps, s.rtol if rtol is None else rtol, s.atol if atol is None else atol)
+        named_time_grid(out.time_grid, 1)  # an unknown grid name fails here, before any work
+        return out
+
+    @property
+    def flow_map(self) -> bool:
+        """Whether the model is a flow map u(x, t, r) (a MeanFlow model) that the flow_map solver can jump with."""
+        return getattr(self.config.flow, "objective", "flow_matching") == "mean_flow"
+
+    def labels(self, num: int, labels: Labels = None) -> Tensor | None:
+        """(num,) labels for `labels=` as `sample` takes it; None for an unconditional model."""
+        if not self.conditional:
+            if labels is not None:
+                raise ConfigError("labels need a class-conditional model; this one is unconditional (leave labels out)")
+            return None
+        try:
+            if labels is None:
+                return balanced_labels(num, list(range(self.spec.num_classes)))
+            if isinstance(labels, Tensor):
+                if labels.shape != (num,) or labels.dtype.is_floating_point:
+                    raise ConfigError(f"a labels tensor must be ({num},) integers, got {labels.dtype} {tuple(labels.shape)}")
+                return torch.tensor(self.spec.labels_of(labels.tolist()), dtype=torch.long)
+            if isinstance(labels, (int, str)):
+                labels = [labels]
+            classes = self.spec.labels_of(list(labels))
+        except UnknownClassError as exc:
+            raise ConfigError(str(exc)) from None
+        if not classes:
+            raise ConfigError("labels is empty; give at least one class (or None for all classes)")
+        return balanced_labels(num, classes)
+
+    # --- drawing ------------------------------------------------------------------------------
+    def _dynamics(self, settings: SamplingSettings, y: Tensor | None, seed: int, idx: range):
+        net = self.model
+        if y is not None:
+            net = ClassifierFreeGuidance(self.model, y, settings.guidance, null_label=self.spec.num_classes)
+        info = solver_info(settings.solver)
+        if info.flow_map:
+            return FlowMap(lambda x, t, r: net(x, t, r=r)), {}
+        field = ModelField(net, self.config.flow.prediction, self.path.schedule)
+        if info.stochastic:
+            return InterpolantSDE(field, self.path.schedule, settings.sde_epsilon), {"noise": PerSampleBrownian(seed, idx)}
+        kwargs = {"rtol": settings.rtol, "atol": settings.atol} if settings.solver == "adaptive" else {}
+        return LearnedVectorFieldODE(field), kwargs
+
+    @torch.inference_mode()
+    def sample(self, num: int = 16, labels: Labels = None, *, guidance: float | None = None, solver: str | None = None,
+               steps: int | None = None, time_grid: str | None = None, sde_epsilon: float | None = None,
+               rtol: float | None = None, atol: float | None = None, seed: int = 0, batch_size: int = 256,
+               progress: bool = False) -> Samples:
+        """Draw `num` images.
+
+        labels: None (cycle through every class), a class (index or name), a list of classes
+        cycled to `num`, or a (num,) tensor; must be None for an unconditional model.
+        guidance / solver / steps / time_grid / sde_epsilon / rtol / atol: default to the run's [sample] section.
+        Sample i starts from the noise seeded by (seed, i), whatever batch_size.
+        """
+        if num < 1 or batch_size < 1:
+            raise ConfigError(f"num and batch_size must be >= 1, got {num} and {batch_size}")
+        settings = self.settings(solver, steps, time_grid, guidance, sde_epsilon, rtol, atol)
+        y_all = self.labels(num, labels)
+        was_training = self.model.training
+        self.model.eval()
+        out: list[Tensor] = []
+        nfe = 0
+        t0 = time.perf_counter()
+        try:
+            from tqdm.auto import tqdm
+
+            for start in tqdm(range(0, num, batch_size), disable=not progress or num <= batch_size, desc="batches", leave=False):
+                idx = range(start, min(start + batch_size, num))
+                x = per_sample_noise(seed, idx, self.spec.shape, self.device)
+                y = y_all[idx.start: idx.stop].to(self.device) if y_all is not None else None
+                dynamics, kwargs = self._dynamics(settings, y, seed, idx)
+                ode_solver = make_solver(settings.solver, dynamics, progress=progress, **kwargs)
+                t_start = 1e-3 if 0.0 in dynamics.singular_times else 0.0
+                t_end = 1.0 - 1e-3 if 1.0 in dynamics.singular_times else 1.0
+                ts = named_time_grid(settings.time_grid, settings.steps, t_start, t_end).to(self.device)
+                out.append(ode_solver.simulate(x, ts).float().cpu())
+                nfe = max(nfe, ode_solver.nfe)
+        finally:
+            self.model.train(was_training)
+        return Samples(torch.cat(out), y_all, nfe, time.perf_counter() - t0, settings, self.class_names)
+
+
+__all__ = ["Labels", "PerSampleBrownian", "Sampler", "Samples", "SamplingSettings", "balanced_labels", "image_grid_png",
+           "per_sample_noise"]
