@@ -9,13 +9,15 @@ class-conditional). Random weights and data: throughput does not depend on them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -131,10 +133,8 @@ def time_sampling(config: str | Path, num_images: int, nfe: int) -> float:
 
 def machine_info() -> dict[str, Any]:
     flags = ""
-    try:
+    with contextlib.suppress(OSError):
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        pass
     marks = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in flags]
     return {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "cpu_flags": marks,

@@ -23,8 +23,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from imgflow.config import ConfigError, RunConfig
-from imgflow.files import atomic_save_safetensors, atomic_write_bytes
 from imgflow.data import DataSpec, dataset_spec
+from imgflow.files import atomic_save_safetensors, atomic_write_bytes
 
 FORMAT = "imgflow-checkpoint-1"
 LATEST = "latest"
@@ -222,6 +222,7 @@ def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path:
             k = mismatched[0]
             detail.append(f"{len(mismatched)} of another shape (e.g. {k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)})")
         raise CheckpointError(
-            f"checkpoint {path} does not match the model ({'; '.join(detail)}); build the model from the checkpoint's own config or use the config it was trained with"
+            f"checkpoint {path} does not match the model ({'; '.join(detail)}); build the model from the checkpoint's own config "
+            "or use the config it was trained with"
         )
     module.load_state_dict(weights)

@@ -123,7 +123,7 @@ class RunConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> "RunConfig":
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
         """Build and validate from {'section': {'key': value}}; unknown keys are errors."""
         cfg = cls()
         apply_tables(cfg, raw, source)
@@ -131,7 +131,7 @@ class RunConfig:
         return cfg
 
     @classmethod
-    def from_json(cls, text: str, source: str = "checkpoint metadata") -> "RunConfig":
+    def from_json(cls, text: str, source: str = "checkpoint metadata") -> RunConfig:
         return cls.from_dict(json.loads(text), source)
 
 

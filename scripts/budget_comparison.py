@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Training recipes compared at fixed wall-clock budgets, judged at several NFE (see imgflow/cli/budget.py; `--help` lists the options)."""
+"""Training recipes compared at fixed wall-clock budgets, judged at several NFE.
+
+The options and the code live in imgflow/cli/budget.py (`--help` lists them).
+"""
 
 from imgflow.cli import run_cli
 from imgflow.cli.budget import main

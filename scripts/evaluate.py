@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint offline: classifier FID, class accuracy per guidance scale, NLL in bits/dim (see imgflow/cli/evaluate.py; `--help` lists the options)."""
+"""Evaluate a checkpoint offline: classifier FID, class accuracy per guidance scale, NLL in bits/dim.
+
+The options and the code live in imgflow/cli/evaluate.py (`--help` lists them).
+"""
 
 from imgflow.cli import run_cli
 from imgflow.cli.evaluate import main

@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Sample quality against the number of function evaluations (NFE), for every solver and time grid (see imgflow/cli/sweep.py; `--help` lists the options)."""
+"""Sample quality against the number of function evaluations (NFE), for every solver and time grid.
+
+The options and the code live in imgflow/cli/sweep.py (`--help` lists them).
+"""
 
 from imgflow.cli import run_cli
 from imgflow.cli.sweep import main

@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Train the evaluation classifier on a dataset's training split and report its held-out accuracy (see imgflow/cli/classifier.py; `--help` lists the options)."""
+"""Train the evaluation classifier on a dataset's training split and report its held-out accuracy.
+
+The options and the code live in imgflow/cli/classifier.py (`--help` lists them).
+"""
 
 from imgflow.cli import run_cli
 from imgflow.cli.classifier import main

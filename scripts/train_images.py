@@ -1,5 +1,8 @@
 #!/usr/bin/env python
-"""Train an image flow model: `accelerate launch scripts/train_images.py --config configs/mnist.toml` (see imgflow/cli/train.py; `--help` lists the options)."""
+"""Train an image flow model: `accelerate launch scripts/train_images.py --config configs/mnist.toml`.
+
+The options and the code live in imgflow/cli/train.py (`--help` lists them).
+"""
 
 from imgflow.cli import run_cli
 from imgflow.cli.train import main

@@ -68,7 +68,7 @@ def test_interpolant_loss_is_half_fm_loss_minus_a_constant():
     dI = path.interpolant_velocity(data, noise, t)
     const = 0.5 * (dI**2).mean(1).mean()
     for shift in (0.0, 0.3, -2.0):
-        model = lambda x, t, s=shift: torch.sin(x) + s  # noqa: E731
+        model = lambda x, t, s=shift: torch.sin(x) + s
         fm = flow_matching_loss(model, path, data, t, noise=noise)
         il = interpolant_loss(model, path, data, t, noise=noise)
         assert il.item() == pytest.approx(0.5 * fm.item() - const.item(), abs=1e-5)
@@ -81,7 +81,7 @@ def test_score_and_noise_losses_vanish_at_their_targets():
     data = point.expand(64, 2)
     t = torch.rand(64) * 0.9
     score = lambda x, t: path.conditional_score(x, point.expand_as(x), t)
-    noise = lambda x, t: convert(score(x, t), "score", "noise", path.schedule, x, t)  # noqa: E731
+    noise = lambda x, t: convert(score(x, t), "score", "noise", path.schedule, x, t)
     assert score_matching_loss(score, path, data, t).item() < 1e-8
     assert noise_prediction_loss(noise, path, data, t).item() < 1e-8
     with pytest.raises(TypeError, match="GaussianPath"):
@@ -116,7 +116,7 @@ def test_model_field_converts_noise_predictions():
     path = GaussianPath(CosineSchedule())
     point = torch.randn(1, 2)
     exact_u = point_mass_velocity(path, point)
-    noise_model = lambda x, t: convert(exact_u(x, t), "velocity", "noise", path.schedule, x, t)  # noqa: E731
+    noise_model = lambda x, t: convert(exact_u(x, t), "velocity", "noise", path.schedule, x, t)
     field = ModelField(noise_model, prediction="noise", schedule=path.schedule)
     x, t = torch.randn(16, 2), torch.rand(16) * 0.8 + 0.1
     assert torch.allclose(field(x, t), exact_u(x, t), atol=1e-5)
@@ -201,7 +201,7 @@ def test_interpolant_sde_is_finite_at_t_one_and_reduces_to_ode():
     path = GaussianPath(LinearSchedule())
     point = torch.randn(1, 2)
     u = point_mass_velocity(path, point)
-    safe_u = lambda x, t: u(x, t.clamp(max=0.999))  # noqa: E731
+    safe_u = lambda x, t: u(x, t.clamp(max=0.999))
     sde = InterpolantSDE(safe_u, path.schedule, epsilon=1.0)
     x = torch.randn(16, 2)
     t1 = torch.ones(16)

@@ -20,7 +20,6 @@ from imgflow.core import CosineSchedule, LinearSchedule, ModelField
 from imgflow.core.likelihood import BIN_WIDTH, bits_per_dim, dequantize, draw_probes, log_likelihood
 
 
-
 class GaussianDataVelocity:
     """The exact marginal velocity of N(mu, S) data (any per-sample shape; mu and S on the flattened dims)."""
 
@@ -146,9 +145,8 @@ def test_model_fields_with_singular_ends_stop_short_and_inference_mode_is_refuse
     x = torch.randn(4, 1, 4, 4)
     res = log_likelihood(field, x, solver="heun", num_steps=5)
     assert torch.isfinite(res.log_prob).all() and min(calls) == pytest.approx(1e-3, rel=1e-4)
-    with torch.inference_mode():
-        with pytest.raises(RuntimeError, match="outside torch.inference_mode"):
-            log_likelihood(field, x)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside torch.inference_mode"):
+        log_likelihood(field, x)
     with pytest.raises(ValueError, match="deterministic"):
         log_likelihood(field, x, solver="euler_maruyama")
 

@@ -9,7 +9,6 @@ from torch import nn
 from imgflow.nn import LabUNet, count_parameters
 
 
-
 def test_shapes_and_default_layout():
     torch.manual_seed(0)
     model = LabUNet()

@@ -9,7 +9,6 @@ from imgflow.core import ClassifierFreeGuidance, LinearPath, flow_matching_loss
 from imgflow.nn.unet import AttentionBlock, GroupNorm32, UNet, count_parameters, norm_groups
 
 
-
 def small_unet(in_channels=1, image_size=28, channel_mults=(1, 2, 2), attention=(7,), **kw):
     kw.setdefault("base_channels", 8)
     kw.setdefault("num_res_blocks", 1)

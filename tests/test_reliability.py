@@ -101,6 +101,54 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(workspace, reference,
     assert [m["step"] for m in read_metrics(workspace / out)] == list(range(1, STEPS + 1))
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_sigint_checkpoints_the_current_step_then_resume_is_bit_exact(workspace, reference, sig):
+    kill_step = random.Random(int(sig)).randint(4, STEPS - 4)
+    out = f"signalled-{sig.name}"
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts/train_images.py"), *train_args(workspace, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_step(workspace / out, kill_step, proc)
+        os.kill(proc.pid, sig)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + int(sig)  # stopped on the signal, not finished and not killed
+    lines = [ln for ln in stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith(f"interrupted: stopped by {sig.name} after step "), stderr
+    stopped_at = int(lines[0].split("after step ")[1].split(";")[0])
+    ckpt = load_checkpoint(workspace / out)
+    # the checkpoint is of the step the signal arrived in (log_every = 1: metrics record every step), not the last periodic one
+    assert ckpt.step == stopped_at == read_metrics(workspace / out)[-1]["step"] and kill_step <= stopped_at < STEPS
+    assert (workspace / out / "latest").read_text() == f"ckpt-{stopped_at:08d}.safetensors"
+    resumed = run_train(train_args(workspace, out, extra=["--resume", "latest"]))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_final_state(reference, load_checkpoint(workspace / out))
+    assert [m["step"] for m in read_metrics(workspace / out)] == list(range(1, STEPS + 1))
+
+
+def test_a_run_folder_in_use_refuses_a_second_run_until_its_process_dies(workspace):
+    """Two real processes: a live run holds the folder; a fresh run or a resume into it fails in one line naming the
+    holder; once the holder is SIGKILLed (its lock dies with it) the resume goes through."""
+    out = workspace / "busy"
+    holder = subprocess.Popen([sys.executable, str(REPO / "scripts/train_images.py"), *train_args(workspace, "busy", steps=100_000)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_step(out, 4, holder)  # a checkpoint exists at step 3
+        for extra in ([], ["--resume", "latest"]):
+            second = run_train(train_args(workspace, "busy", steps=8, extra=extra))
+            lines = second.stderr.strip().splitlines()
+            assert second.returncode == 2 and len(lines) == 1, second.stderr
+            assert f"run folder {out} is in use by process {holder.pid} on " in lines[0] and "choose another run.output_dir" in lines[0]
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    step = load_checkpoint(out).step
+    after = run_train(train_args(workspace, "busy", steps=step + 2, extra=["--resume", "latest"]))
+    assert after.returncode == 0, after.stderr
+    assert load_checkpoint(out).step == step + 2
+
+
 @pytest.mark.parametrize("fault", ["mid_write:9", "before_latest:9"])
 def test_killed_while_checkpointing_keeps_the_previous_checkpoint(workspace, reference, fault):
     out = "fault-" + fault.replace(":", "-")
@@ -137,8 +185,8 @@ def precious(workspace, reference):
     (workspace / "truncated.safetensors").write_bytes(ckpt.read_bytes()[:4096])
     (workspace / "notes.safetensors").write_text("these are not tensors\n")
     # a checkpoint whose stored config describes another architecture than its weights
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     with safe_open(str(ckpt), framework="pt") as fh:
         meta = dict(fh.metadata())
@@ -157,14 +205,18 @@ TRAIN_CASES = {
     "mistyped value": (["--config", SMOKE, "--train.lr", "fast"], "train.lr (from command line) must be a number"),
     "negative lr": (["--config", SMOKE, "--train.lr=-1e-3"], "train.lr must be > 0"),
     "batch 0": (["--config", SMOKE, "--train.batch_size", "0"], "train.batch_size must be >= 1"),
-    "guidance without classes": (["--config", SMOKE, "--model.class_conditional", "false", "--sample.guidance_scale", "2"], "needs a class-conditional model"),
+    "guidance without classes": (["--config", SMOKE, "--model.class_conditional", "false", "--sample.guidance_scale", "2"],
+                                 "needs a class-conditional model"),
     "indivisible image size": (["--config", SMOKE, "--model.channel_mults", "[1, 2, 2, 2]", "--run.output_dir", "{ws}/new"], "not divisible"),
     "batch not divisible": (["--config", SMOKE, "--train.grad_accum", "3", "--run.output_dir", "{ws}/new"], "not divisible by processes"),
-    "dataset missing offline": (["--config", SMOKE, "--data.data_root", "{ws}/empty", "--data.download", "false", "--run.output_dir", "{ws}/new"], "MNIST/raw"),
+    "dataset missing offline": (["--config", SMOKE, "--data.data_root", "{ws}/empty", "--data.download", "false",
+                                 "--run.output_dir", "{ws}/new"], "MNIST/raw"),
     "output not writable": (["--config", SMOKE, "--run.output_dir", "{ws}/a_file/run"], "cannot be created"),
     "resume from missing dir": (["--config", SMOKE, "--run.output_dir", "{ws}/nothing", "--resume", "latest"], "does not exist"),
-    "resume from truncated file": (["--config", SMOKE, "--run.output_dir", "{ws}/new", "--resume", "{ws}/truncated.safetensors"], "not a readable safetensors checkpoint"),
-    "resume another architecture": (["--run.output_dir", "{ws}/reference", "--config", SMOKE, "--model.base_channels", "16", "--resume", "latest"], "cannot resume"),
+    "resume from truncated file": (["--config", SMOKE, "--run.output_dir", "{ws}/new", "--resume", "{ws}/truncated.safetensors"],
+                                   "not a readable safetensors checkpoint"),
+    "resume another architecture": (["--run.output_dir", "{ws}/reference", "--config", SMOKE, "--model.base_channels", "16",
+                                     "--resume", "latest"], "cannot resume"),
     "fresh run into old run": (["--config", SMOKE, "--run.output_dir", "{ws}/reference"], "already holds checkpoints"),
     "missing config file": (["--config", "{ws}/nope.toml"], "does not exist"),
 }

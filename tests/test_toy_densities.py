@@ -8,7 +8,6 @@ import torch
 from toy.densities import Checkerboard, Circles, Gaussian, GaussianMixture, Moons
 
 
-
 def _finite_difference_score(density, x, h=1e-4):
     x = x.double()
     grads = []

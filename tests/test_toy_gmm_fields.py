@@ -4,10 +4,8 @@ import pytest
 import torch
 
 from imgflow.core import CosineSchedule, GaussianPath, LinearSchedule, SqrtSchedule, convert
-
 from toy.densities import GaussianMixture
 from toy.gmm_fields import GaussianMixtureMarginals
-
 
 SCHEDULES = [LinearSchedule(), CosineSchedule(), SqrtSchedule()]
 

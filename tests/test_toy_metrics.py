@@ -8,7 +8,6 @@ import torch
 from toy.metrics import energy_distance, excess_kurtosis, null_distance_band, relative_l2, sliced_wasserstein
 
 
-
 def test_energy_distance_null_and_shift():
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(1500, 2, generator=g), torch.randn(1500, 2, generator=g)

@@ -4,11 +4,9 @@ import pytest
 import torch
 
 from imgflow.core import GaussianPath, LinearPath, LinearSchedule, flow_matching_loss
-
 from toy.densities import GaussianMixture
 from toy.models import MLPScore, MLPVectorField
 from toy.training import train, train_flow_matching, train_interpolant, train_score_matching
-
 
 
 def test_mlp_shapes_and_time_formats():

@@ -6,10 +6,8 @@ import pytest
 import torch
 
 from imgflow.core import SDE, EulerMaruyamaSolver, RK4Solver, uniform_time_grid
-
 from toy.densities import Gaussian, GaussianMixture
 from toy.processes import BrownianMotion, LangevinDynamics, LinearDecayODE, OrnsteinUhlenbeck
-
 
 
 def test_coefficients_are_deterministic_and_have_the_right_form():

@@ -32,7 +32,6 @@ import torch
 from torch.func import functional_call, vmap
 
 from imgflow.core import EulerSolver, LearnedVectorFieldODE, LinearPath, flow_matching_loss, uniform_time_grid
-
 from toy.densities import GaussianMixture
 from toy.models import MLPVectorField
 

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "Checkerboard",
+    "Circles",
     "Density",
     "Gaussian",
     "GaussianMixture",
     "Moons",
-    "Circles",
-    "Checkerboard",
 ]
 
 
@@ -73,7 +73,7 @@ class Gaussian(Density):
         self._chol = torch.linalg.cholesky(self.cov.double())
 
     @classmethod
-    def isotropic(cls, dim: int = 2, std: float = 1.0, seed: int | None = None) -> "Gaussian":
+    def isotropic(cls, dim: int = 2, std: float = 1.0, seed: int | None = None) -> Gaussian:
         """N(0, std^2 I_dim)."""
         return cls(torch.zeros(dim), std**2 * torch.eye(dim), seed=seed)
 
@@ -126,7 +126,7 @@ class GaussianMixture(Density):
         return second - m[:, None] * m[None, :]
 
     @classmethod
-    def random_2D(cls, nmodes: int, std: float, scale: float = 10.0, seed: int = 0) -> "GaussianMixture":
+    def random_2D(cls, nmodes: int, std: float, scale: float = 10.0, seed: int = 0) -> GaussianMixture:
         """Equal-weight isotropic modes of std `std`, means uniform in [-scale/2, scale/2]^2 (seeded)."""
         g = torch.Generator().manual_seed(int(seed))
         means = (torch.rand(nmodes, 2, generator=g) - 0.5) * scale
@@ -134,7 +134,7 @@ class GaussianMixture(Density):
         return cls(means, covs, torch.ones(nmodes), seed=seed)
 
     @classmethod
-    def symmetric_2D(cls, nmodes: int, std: float, scale: float = 10.0, seed: int | None = None) -> "GaussianMixture":
+    def symmetric_2D(cls, nmodes: int, std: float, scale: float = 10.0, seed: int | None = None) -> GaussianMixture:
         """Equal-weight isotropic modes of std `std` at angles 2 pi k / nmodes on a circle of radius `scale`."""
         angles = torch.arange(nmodes, dtype=torch.float64) * (2 * math.pi / nmodes)
         means = (scale * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)).float()

@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from imgflow.core import GaussianPath, Schedule, batch_times
-
 from toy.densities import GaussianMixture
 
 __all__ = ["GaussianMixtureMarginals"]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 __all__ = [
     "energy_distance",
-    "sliced_wasserstein",
+    "excess_kurtosis",
     "null_distance_band",
     "relative_l2",
-    "excess_kurtosis",
+    "sliced_wasserstein",
 ]
 
 

@@ -6,14 +6,14 @@ Both take x (B, D) and t (B,) (or (B, 1)), concatenate them into (B, D + 1) and 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from imgflow.core import batch_times
 
-__all__ = ["ACTIVATIONS", "build_mlp", "MLPVectorField", "MLPScore"]
+__all__ = ["ACTIVATIONS", "MLPScore", "MLPVectorField", "build_mlp"]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,

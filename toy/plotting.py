@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch import Tensor
 
 __all__ = [
-    "plt",
-    "subplots",
-    "save_figure",
-    "grid_points",
-    "scatter",
     "contour",
-    "trajectories",
-    "quiver",
+    "grid_points",
     "heatmap",
+    "plt",
+    "quiver",
+    "save_figure",
+    "scatter",
+    "subplots",
+    "trajectories",
 ]
 
 Bounds = tuple[float, float, float, float]  # xmin, xmax, ymin, ymax

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from imgflow.core import ODE, SDE, expand_like
 
-__all__ = ["LinearDecayODE", "BrownianMotion", "OrnsteinUhlenbeck", "LangevinDynamics", "Scoreable"]
+__all__ = ["BrownianMotion", "LangevinDynamics", "LinearDecayODE", "OrnsteinUhlenbeck", "Scoreable"]
 
 
 class Scoreable(Protocol):

@@ -7,7 +7,7 @@ takes one Adam step.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from imgflow.core import (
     score_matching_loss,
 )
 
-__all__ = ["train", "train_flow_matching", "train_score_matching", "train_interpolant"]
+__all__ = ["train", "train_flow_matching", "train_interpolant", "train_score_matching"]
 
 LossFn = Callable[[nn.Module, InterpolantPath, Tensor, Tensor], Tensor]
 

@@ -12,8 +12,8 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -95,7 +95,7 @@ def format_table(results: Sequence[CheckResult]) -> str:
     rows = [{k: v.replace("|", "\\|") for k, v in r.items()} for r in table_rows(results)]
     cols = ["check", "quantity", "measured", "tolerance", "result"]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) if rows else len(c) for c in cols}
-    line = lambda r: "| " + " | ".join(r[c].ljust(widths[c]) for c in cols) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(r[c].ljust(widths[c]) for c in cols) + " |"
     sep = "|" + "|".join("-" * (widths[c] + 2) for c in cols) + "|"
     return "\n".join([line({c: c for c in cols}), sep, *(line(r) for r in rows)])
 

@@ -16,8 +16,8 @@ import difflib
 import os
 import sys
 import typing
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from imgflow.checkpoint import CheckpointError
 from imgflow.config import ConfigError

@@ -11,8 +11,8 @@ full step (batch draw, forward, backward, clipping, Adam, EMA) on random data: t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, say
 

@@ -15,8 +15,8 @@ run's guidance scale and solver; steps = NFE / evaluations per step), with a gri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, parse_floats, parse_ints, say
 from imgflow.config import ConfigError, parse_literal

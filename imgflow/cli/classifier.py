@@ -15,7 +15,7 @@ scripts/nfe_sweep.py take it as --classifier. Batches are indexed from one in-me
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, say
 from imgflow.config import CHOICES, add_override_arguments, load_config, overrides_from_args

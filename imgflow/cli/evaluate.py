@@ -13,7 +13,7 @@ FID when torch-fidelity and its weights are installed. CHECKPOINT is a file or a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from imgflow.cli import (
     ArgumentParser,

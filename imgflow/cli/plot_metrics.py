@@ -11,7 +11,7 @@ loss in each bin of t at a few logged steps: where in time a run misbehaves.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from imgflow.cli import ArgumentParser
 

@@ -7,8 +7,8 @@ rebuilt from the configuration stored in the checkpoint; the EMA weights are use
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, check_output_file, check_positive
 from imgflow.config import CHOICES, ConfigError

@@ -12,7 +12,7 @@ after every setting) and nfe_sweep.png (FID(clf) and class accuracy against NFE)
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, parse_floats, parse_ints, parse_names, say
 from imgflow.core import SOLVERS, TIME_GRIDS

@@ -9,7 +9,7 @@ SIGTERM or Ctrl-C write a checkpoint of the current step and stop; `--resume lat
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments
 from imgflow.config import add_override_arguments, load_config, overrides_from_args

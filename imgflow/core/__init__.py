@@ -26,11 +26,11 @@ from imgflow.core.losses import (
 )
 from imgflow.core.paths import GaussianPath, InterpolantPath, LinearPath
 from imgflow.core.schedules import (
+    SCHEDULES,
     CallableSchedule,
     CosineSchedule,
     LinearSchedule,
     Schedule,
-    SCHEDULES,
     SqrtSchedule,
     schedule_from_name,
 )

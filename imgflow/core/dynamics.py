@@ -9,7 +9,8 @@ diffusion is infinite; solvers refuse a time grid that would evaluate there.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -50,8 +50,8 @@ is the usual pixel-space formula bpd = -log p_v(v) / (D ln 2) for v = 128 (x + 1
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -15,7 +15,8 @@ model-independent term.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from torch import Tensor
 

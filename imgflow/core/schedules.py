@@ -8,7 +8,7 @@ derivatives d_alpha = d alpha_t / dt, d_beta = d beta_t / dt, elementwise on any
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -9,8 +9,8 @@ of drift evaluations that call made (one evaluation of a batch counts once).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor

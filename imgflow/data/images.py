@@ -37,8 +37,8 @@ class ImageData:
             raise ValueError(f"{self.labels.shape[0]} labels for {self.images.shape[0]} images")
         if self.spec is None:
             n_cls = int(self.labels.max()) + 1 if self.labels is not None and self.labels.numel() else 0
-            c, h, w = self.images.shape[1:]
-            self.spec = DataSpec("tensors", c, h, tuple(str(i) for i in range(n_cls)))
+            channels, size = self.images.shape[1], self.images.shape[2]
+            self.spec = DataSpec("tensors", channels, size, tuple(str(i) for i in range(n_cls)))
 
     def __len__(self) -> int:
         return self.images.shape[0]

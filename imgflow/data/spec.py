@@ -8,8 +8,9 @@ downstream assumes one channel or ten classes.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 
 class UnknownClassError(ValueError):

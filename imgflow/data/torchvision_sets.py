@@ -72,11 +72,12 @@ class TorchvisionDataset:
                 raise DatasetNotFoundError(self.missing_message(root)) from None
             try:
                 return make(True)
-            except Exception:  # noqa: BLE001 - any download failure means the same thing to the user
+            except Exception:
                 raise DatasetNotFoundError(self.missing_message(root)) from None
-        except Exception as exc:  # noqa: BLE001 - torchvision asserts on malformed files
+        except Exception as exc:
             raise DatasetNotFoundError(
-                f"{self.name} files in {root / self.folder if self.folder else root} could not be read ({type(exc).__name__}: {exc}); replace them with intact copies"
+                f"{self.name} files in {root / self.folder if self.folder else root} could not be read ({type(exc).__name__}: {exc}); "
+                "replace them with intact copies"
             ) from None
 
     def load(self, root: str | Path, split: str = "train", image_size: int | None = None, resize: bool = False,
@@ -118,7 +119,7 @@ def fit_size(images: Tensor, size: int, resize: bool) -> Tensor:
 
 
 _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-_MNIST_CLASSES = tuple(f"{i} - {w}" for i, w in enumerate("zero one two three four five six seven eight nine".split()))
+_MNIST_CLASSES = tuple(f"{i} - {w}" for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]))
 _FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 
 TORCHVISION_DATASETS: dict[str, TorchvisionDataset] = {

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from imgflow.config import ConfigError, RunConfig, load_config
 from imgflow.core import solver_info
 from imgflow.data import dataset_spec, load_dataset, to_unit_range
 from imgflow.evaluation.judge import Judge
-from imgflow.files import write_json, atomic_write_bytes
+from imgflow.files import atomic_write_bytes, write_json
 from imgflow.sampler import Sampler, image_grid_png
 from imgflow.training.metrics_log import read_metrics
 from imgflow.training.trainer import Trainer

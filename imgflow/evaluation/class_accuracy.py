@@ -8,8 +8,8 @@ what a perfect generator can score; chance level is 1 / num_classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor, nn

@@ -13,17 +13,18 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imgflow.checkpoint import CheckpointError
-from imgflow.files import atomic_save_safetensors
 from imgflow.data import DataSpec, ImageData
+from imgflow.files import atomic_save_safetensors
 from imgflow.seeding import generator
 
 CLASSIFIER_FORMAT = "imgflow-classifier-1"
@@ -159,7 +160,7 @@ def train_classifier(
     torch.manual_seed(seed)
     model = ImageClassifier(arch).to(device).to(memory_format=torch.channels_last)
     per_epoch = max(len(train_data) // batch_size, 1)
-    steps = max(int(math.ceil(epochs * per_epoch)), 1)
+    steps = max(math.ceil(epochs * per_epoch), 1)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
     data = train_data.to(device)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from imgflow.checkpoint import load_checkpoint
 from imgflow.config import ConfigError

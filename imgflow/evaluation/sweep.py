@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from imgflow.config import ConfigError
 from imgflow.core import SOLVERS, TIME_GRIDS, solver_info

@@ -25,7 +25,8 @@ of the batch in training mode; use eval() for sampling.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

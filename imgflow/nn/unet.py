@@ -33,7 +33,8 @@ naming the fix, and forward rejects inputs of another size.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -9,8 +9,8 @@ here needs accelerate or a model: tests call these functions directly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

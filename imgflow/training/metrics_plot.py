@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from imgflow.config import ConfigError
 from imgflow.files import atomic_write_bytes

@@ -7,7 +7,7 @@ bin for the metrics log. The math itself lives in imgflow.core.losses.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

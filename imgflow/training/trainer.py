@@ -13,7 +13,6 @@ are host facts checked every step; several processes agree on them at the same r
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from contextlib import nullcontext
@@ -71,7 +70,7 @@ class LogWindow:
         self.steps = 0
         self.samples = 0  # this process's samples in the sums (host count: shapes are known without a read)
         self.t0 = time.perf_counter()
-        zeros = lambda *shape: torch.zeros(shape, device=device)  # noqa: E731
+        zeros = lambda *shape: torch.zeros(shape, device=device)
         self.loss_sum, self.grad_norm_sum = zeros(), zeros()
         self.bin_sum, self.bin_count = zeros(TIME_BINS), zeros(TIME_BINS)
 

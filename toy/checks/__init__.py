@@ -7,7 +7,7 @@ fields of a Gaussian mixture (toy.gmm_fields).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from toy.checks.base import FULL, QUICK, CheckResult, Context, Measurement, Sizes
 from toy.checks.learned import check_flow_matching, check_interpolant_objective, check_score_matching, check_sde_sampling
@@ -29,4 +29,4 @@ ALL_CHECKS: list[Callable[[Context], CheckResult]] = [
     check_interpolant_objective,
 ]
 
-__all__ = ["ALL_CHECKS", "CheckResult", "Context", "Measurement", "Sizes", "QUICK", "FULL"]
+__all__ = ["ALL_CHECKS", "FULL", "QUICK", "CheckResult", "Context", "Measurement", "Sizes"]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from toy.plotting import save_figure
 
-__all__ = ["Z", "Measurement", "CheckResult", "Sizes", "QUICK", "FULL", "Context"]
+__all__ = ["FULL", "QUICK", "CheckResult", "Context", "Measurement", "Sizes", "Z"]
 
 #: standard errors allowed for a sampling fluctuation. For a Gaussian statistic a 5-sigma
 #: excursion has probability 6e-7, so even the maximum over the ~100 rows of a run fails

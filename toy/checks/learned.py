@@ -16,7 +16,6 @@ from imgflow.core import (
     convert,
     uniform_time_grid,
 )
-
 from toy.checks import trained_models
 from toy.checks.base import CheckResult, Context
 from toy.metrics import energy_distance, null_distance_band, relative_l2
@@ -84,7 +83,7 @@ def check_flow_matching(ctx: Context) -> CheckResult:
     d_ode = energy_distance(x1, L.target.sample(n)).item()
     res.at_most("GMM: energy distance(ODE samples, target)", d_ode, null["band"])
 
-    cb_path, cb_model, cb_hist = trained_models.checkerboard_setup(ctx)
+    cb_path, cb_model, _ = trained_models.checkerboard_setup(ctx)
     board = cb_path.p_data
     torch.manual_seed(ctx.seed_for(res.name + "/cb"))
     src = cb_path.p_simple.sample(n)
@@ -207,7 +206,7 @@ def check_score_matching(ctx: Context) -> CheckResult:
     fig, axes = subplots(4, nrows=2, size=3.8)
     for j, tv in enumerate((0.2, 0.5, 0.8)):
         ax = axes[j]
-        tf = lambda p, tv=tv: torch.full((p.shape[0],), tv)  # noqa: E731
+        tf = lambda p, tv=tv: torch.full((p.shape[0],), tv)
         with torch.inference_mode():
             contour(ax, lambda p: L.marginals.log_density(p, tv), b, levels=8, cmap="Greys")
             quiver(ax, lambda p: L.marginals.score(p, tv), b, n=15, color="k", alpha=0.6)
@@ -347,7 +346,7 @@ def check_interpolant_objective(ctx: Context) -> CheckResult:
     axes[1].legend(fontsize=8)
     b = L.bounds
     tv = 0.5
-    tf = lambda p: torch.full((p.shape[0],), tv)  # noqa: E731
+    tf = lambda p: torch.full((p.shape[0],), tv)
     with torch.inference_mode():
         quiver(axes[2], lambda p: fmodel(p, tf(p)), b, n=17, color="C0", alpha=0.6)
         quiver(axes[2], lambda p: imodel(p, tf(p)), b, n=17, color="C3", alpha=0.6)

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from imgflow.core import SOLVERS, uniform_time_grid
-
 from toy.checks.base import CheckResult, Context
 from toy.plotting import subplots
 from toy.processes import LinearDecayODE

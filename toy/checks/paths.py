@@ -9,18 +9,17 @@ import torch
 from torch import Tensor
 
 from imgflow.core import (
+    ODE,
+    SDE,
     ConditionalVectorFieldODE,
     ConditionalVectorFieldSDE,
     CosineSchedule,
     EulerMaruyamaSolver,
     EulerSolver,
     GaussianPath,
-    ODE,
-    SDE,
     uniform_time_grid,
 )
-
-from toy.checks.base import Z, CheckResult, Context, simulate_snapshots
+from toy.checks.base import CheckResult, Context, Z, simulate_snapshots
 from toy.plotting import subplots
 
 

@@ -9,8 +9,7 @@ import torch
 from torch import Tensor
 
 from imgflow.core import EulerMaruyamaSolver, uniform_time_grid
-
-from toy.checks.base import Z, CheckResult, Context, simulate_snapshots
+from toy.checks.base import CheckResult, Context, Z, simulate_snapshots
 from toy.densities import Gaussian, GaussianMixture
 from toy.metrics import energy_distance, excess_kurtosis, null_distance_band
 from toy.plotting import contour, scatter, subplots
@@ -142,7 +141,7 @@ def check_ou(ctx: Context) -> CheckResult:
         )
         for k in range(tr.shape[0]):
             axes[0].plot(ts_p.numpy(), tr[k, :, 0].numpy(), lw=0.6, color=f"C{thetas.index(th)}", label=f"theta={th}" if k == 0 else None)
-        axes[1].plot(ts_p.numpy()[[0] + keep], np.r_[0.0, curves[th]], "o-", ms=3, label=f"theta={th}")
+        axes[1].plot(ts_p.numpy()[[0, *keep]], np.r_[0.0, curves[th]], "o-", ms=3, label=f"theta={th}")
         axes[2].plot(s_vals, curves[th], "o", ms=4, label=f"theta={th}")
     axes[0].set_title("OU paths from x0 = 3, D = 1")
     axes[0].set_xlabel("t")
@@ -208,7 +207,8 @@ def check_em_increment_gaussian(ctx: Context) -> CheckResult:
     x = torch.randn(8, 2)
     t = torch.full((8,), 0.3)
     bm = BrownianMotion(1.0)
-    res.at_most("ours: max |g(x,t) - g(x,t)| over two calls", (bm.diffusion_coefficient(x, t) - bm.diffusion_coefficient(x, t)).abs().max().item(), 0.0)
+    spread = (bm.diffusion_coefficient(x, t) - bm.diffusion_coefficient(x, t)).abs().max().item()
+    res.at_most("ours: max |g(x,t) - g(x,t)| over two calls", spread, 0.0)
 
     fig, (ax0, ax1) = subplots(2, size=4.5)
     s = math.sqrt(h)
@@ -218,7 +218,8 @@ def check_em_increment_gaussian(ctx: Context) -> CheckResult:
     for ax, logy in ((ax0, False), (ax1, True)):
         kind = "step" if logy else "stepfilled"
         ax.hist(ours.reshape(-1).numpy(), bins=bins, density=True, histtype=kind, alpha=0.6, label=f"ours (kurtosis {k_ours:+.3f})")
-        ax.hist(buggy.reshape(-1).numpy(), bins=bins, density=True, histtype=kind, alpha=0.6, label=f"buggy g = sigma randn (kurtosis {k_buggy:+.2f})")
+        ax.hist(buggy.reshape(-1).numpy(), bins=bins, density=True, histtype=kind, alpha=0.6,
+                label=f"buggy g = sigma randn (kurtosis {k_buggy:+.2f})")
         ax.plot(grid, pdf, "k-", lw=1, label="N(0, sigma^2 h)")
         if logy:
             ax.set_yscale("log")

@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from imgflow.core import EulerSolver, GaussianPath, LearnedVectorFieldODE, LinearPath, LinearSchedule, uniform_time_grid
-
 from toy.checks.base import Context
 from toy.densities import Checkerboard, Circles, GaussianMixture
 from toy.gmm_fields import GaussianMixtureMarginals
