@@ -26,6 +26,8 @@ from imgflow.data import DataSpec, ImageData, dataset_spec
 
 #: the repository's configs folder (a checkout or an editable install)
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+#: benchmarks run on random pixels; a folder recipe's empty data.path only needs a stand-in
+RANDOM_DATA = {"data.path": "(random pixels)"}
 
 
 def resolve_config(name: str | Path) -> Path:
@@ -62,8 +64,8 @@ def make_trainer(config: str | Path, batch: int, precision: str, channels_last: 
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no" if precision == "fp32" else precision)
     tag = f"{Path(config).stem}-{batch}-{precision}-{channels_last}-{compile_}-{len(list(workdir.iterdir()))}"
     cfg = load_config(resolve_config(config), {
-        **(overrides or {}), "run.output_dir": str(workdir / tag), "train.batch_size": batch, "train.channels_last": channels_last,
-        "train.compile": compile_, "train.sample_every": 0, "train.grad_accum": 1,
+        **RANDOM_DATA, **(overrides or {}), "run.output_dir": str(workdir / tag), "train.batch_size": batch,
+        "train.channels_last": channels_last, "train.compile": compile_, "train.sample_every": 0, "train.grad_accum": 1,
     })
     return Trainer(cfg, data=fake_data(cfg, max(batch, 256)), accelerator=acc)
 
@@ -117,7 +119,7 @@ def time_sampling(config: str | Path, num_images: int, nfe: int) -> float:
     from imgflow.factory import build_model
     from imgflow.sampler import Sampler
 
-    cfg = load_config(resolve_config(config))
+    cfg = load_config(resolve_config(config), RANDOM_DATA)
     spec = fake_data(cfg, 1).spec
     model = build_model(cfg, spec)
     for p in model.parameters():  # the zero-initialised output layers would make the work trivial

@@ -36,12 +36,19 @@ class RunSection:
 
 @dataclass
 class DataSection:
-    dataset: str = "mnist"  # a torchvision dataset (mnist, fashion_mnist, cifar10, cifar100, svhn)
-    data_root: str = "data"
+    dataset: str = "mnist"  # folder (your images at data.path) or a torchvision dataset (mnist, fashion_mnist, cifar10, ...)
+    data_root: str = "data"  # where torchvision datasets live
     image_size: int = 28  # 28 keeps MNIST as is; 32 pads (or resizes, see resize) it
-    resize: bool = False  # True: bilinear resize to image_size (the course lab); False: pad with background
+    resize: bool = False  # torchvision data: True = bilinear resize to image_size (the course lab); False = pad with background
     download: bool = True
     hflip: bool = False  # random horizontal flips (datasets whose classes survive a mirror image)
+    path: str = ""  # folder data: the folder of images; its sub-folders are the classes
+    channels: int = 0  # folder data: 1 (grey) or 3 (RGB); 0 = the dataset's own (3 for folders)
+    fit: str = "crop"  # folder data: crop (shorter side to image_size, centre crop) | pad (longer side, black borders)
+    holdout_fraction: float = 0.1  # folder data: the share of files held out for evaluation (chosen by path, deterministic)
+    skip_bad_images: bool = False  # folder data: leave unreadable images out (counted) instead of stopping
+    cache_dir: str = ""  # folder data: where converted images are cached ("" = ~/.cache/imgflow/folders)
+    workers: int = 0  # folder data: conversion processes (0 = the available cores)
 
 
 @dataclass
@@ -53,6 +60,8 @@ class ModelSection:
     attention_resolutions: tuple[int, ...] = (7,)
     mid_attention: bool = True  # self-attention in the middle block (costly at 14x14 on a CPU)
     num_heads: int = 4
+    head_channels: int = 0  # > 0: attention heads of this width instead of num_heads (ADM's num_head_channels)
+    scale_shift: bool = False  # FiLM (scale, shift) conditioning in the residual blocks (ADM's use_scale_shift_norm)
     dropout: float = 0.0
     time_embedding: str = "sinusoidal"  # sinusoidal | fourier
     class_conditional: bool = True
@@ -143,10 +152,12 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
     from imgflow.core import REDUCTIONS, SCHEDULES, SOLVERS, TIME_GRIDS, TIME_SAMPLINGS
     from imgflow.data import DATASETS
+    from imgflow.data.folder import FITS
     from imgflow.nn import ARCHS, TIME_EMBEDDINGS
 
     return {
         "data.dataset": tuple(DATASETS),
+        "data.fit": FITS,
         "model.arch": tuple(ARCHS),
         "model.time_embedding": tuple(TIME_EMBEDDINGS),
         "flow.schedule": tuple(SCHEDULES),
@@ -282,11 +293,23 @@ def validate(cfg: RunConfig) -> None:
 
 
 def _validate_data(data: DataSection) -> None:
-    from imgflow.data import dataset_entry
+    from imgflow.data import TorchvisionDataset, dataset_entry
 
     entry = dataset_entry(data.dataset)
     if data.hflip and not getattr(entry, "flippable", True):
         raise ConfigError(f"data.hflip = true would mirror {data.dataset} images into other symbols; set it false")
+    if isinstance(entry, TorchvisionDataset):
+        if data.channels not in (0, entry.channels):
+            raise ConfigError(f"{data.dataset} images have {entry.channels} channel(s); leave data.channels at 0 (got {data.channels})")
+        return
+    if not data.path:
+        raise ConfigError("data.dataset = 'folder' needs data.path, the folder that holds your images (sub-folders are classes)")
+    if data.channels not in (0, 1, 3):
+        raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB) for folder data, got {data.channels}")
+    if not 0.0 <= data.holdout_fraction < 1.0:
+        raise ConfigError(f"data.holdout_fraction must be in [0, 1), got {data.holdout_fraction}")
+    if data.workers < 0:
+        raise ConfigError(f"data.workers must be >= 0 (0 = the available cores), got {data.workers}")
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -14,6 +14,18 @@ def is_class_conditional(cfg: RunConfig, spec: DataSpec) -> bool:
     return cfg.model.arch == "lab_unet" or (cfg.model.class_conditional and spec.num_classes > 0)
 
 
+def check_model_fits(cfg: RunConfig) -> None:
+    """The U-Net of cfg.model can take images of cfg.data.image_size (checked before any data is read)."""
+    if cfg.model.arch != "unet":
+        return
+    from imgflow.nn.unet import check_geometry
+
+    try:
+        check_geometry(cfg.data.image_size, cfg.model.channel_mults, cfg.model.attention_resolutions)
+    except ValueError as exc:
+        raise ConfigError(f"model config does not fit the data: {exc}") from None
+
+
 def build_model(cfg: RunConfig, spec: DataSpec | None = None) -> nn.Module:
     """The network of cfg.model for images of `spec` (default: the spec cfg.data implies).
 
@@ -46,6 +58,8 @@ def build_model(cfg: RunConfig, spec: DataSpec | None = None) -> nn.Module:
             attention_resolutions=m.attention_resolutions,
             mid_attention=m.mid_attention,
             num_heads=m.num_heads,
+            head_channels=m.head_channels or None,
+            scale_shift=m.scale_shift,
             dropout=m.dropout,
             num_classes=spec.num_classes if conditional else None,
             time_embedding=m.time_embedding,

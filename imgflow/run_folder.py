@@ -57,7 +57,7 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | N
     old, new = ckpt.config.to_dict(), cfg.to_dict()
     for section in FROZEN_SECTIONS:
         for key, value in new[section].items():
-            if key in ("data_root", "download", "cache_dir", "skip_bad_images"):  # where the data lives, not what it is
+            if key in ("data_root", "download", "path", "cache_dir", "workers", "skip_bad_images"):  # where the data lives, not what it is
                 continue
             if old[section].get(key, value) != value:
                 raise CheckpointError(
@@ -68,8 +68,8 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | N
         return
     if ckpt.spec.fingerprint != spec.fingerprint:
         raise CheckpointError(
-            f"cannot resume from {ckpt.path}: the images under {cfg.data.dataset} data changed since the run started "
-            f"(files added, removed or modified); resuming needs the data it was trained on, so restore it or start a new run.output_dir"
+            f"cannot resume from {ckpt.path}: the images under {cfg.data.path or cfg.data.dataset} changed since the run started "
+            "(files added, removed or modified); resuming needs the data it was trained on, so restore it or start a new run.output_dir"
         )
     if (ckpt.spec.shape, ckpt.spec.class_names) != (spec.shape, spec.class_names):
         raise CheckpointError(

@@ -17,9 +17,25 @@ CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_shipped_configs_load_and_round_trip(path):
-    cfg = load_config(path)
-    assert RunConfig.from_json(cfg.to_json()).to_dict() == cfg.to_dict()
+def test_shipped_configs_load_round_trip_and_build_at_their_resolution(path):
+    """Every config loads (a folder recipe once it is given data.path), and its network takes its images."""
+    from imgflow.data import DataSpec, dataset_spec
+    from imgflow.factory import build_model, check_model_fits
+
+    raw = load_config(path, {"data.path": "PICS"}) if "folder" in path.name else load_config(path)
+    assert RunConfig.from_json(raw.to_json()).to_dict() == raw.to_dict()
+    if "folder" in path.name:
+        with pytest.raises(ConfigError, match="needs data.path"):
+            load_config(path)
+        spec = DataSpec("folder", raw.data.channels or 3, raw.data.image_size, tuple("abcdefghij"))
+    else:
+        spec = dataset_spec(raw.data)
+    check_model_fits(raw)
+    model = build_model(raw, spec).eval()
+    x = torch.randn(1, *spec.shape)
+    with torch.no_grad():
+        out = model(x, torch.rand(1), torch.tensor([1]) if spec.num_classes and raw.model.class_conditional else None)
+    assert out.shape == x.shape
 
 
 @pytest.mark.parametrize(

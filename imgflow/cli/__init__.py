@@ -21,10 +21,10 @@ from pathlib import Path
 
 from imgflow.checkpoint import CheckpointError
 from imgflow.config import ConfigError
-from imgflow.data import DatasetNotFoundError
+from imgflow.data import DataError, DatasetNotFoundError
 
 #: problems a user can fix; reported as "error: <message>" with exit status 2
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, DatasetNotFoundError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, DatasetNotFoundError, DataError)
 
 Main = Callable[[Sequence[str] | None], int | None]
 

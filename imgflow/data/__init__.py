@@ -1,8 +1,9 @@
 """Image datasets: a registry of sources that all end up as one uint8 (N, C, H, W) `ImageData`.
 
-torchvision's datasets (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN) are loaded into memory once;
-a batch is an index into the tensor, scaled to [-1, 1] on the fly, so no per-item PIL work
-happens on the hot path. Shapes and class names come from the data (`DataSpec`).
+A folder of your own images (`data.dataset = "folder"`, imgflow.data.folder) is converted once
+into a memory-mapped cache; torchvision's datasets (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN) are
+loaded into memory. A batch is an index into the tensor, scaled to [-1, 1] on the fly, so no
+per-item PIL work happens on the hot path. Shapes and class names come from the data (`DataSpec`).
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from imgflow.data.folder import DataError, FolderDataset, export_image_folder, scan_folder
 from imgflow.data.images import ImageData, to_unit_range
 from imgflow.data.spec import DataSpec, UnknownClassError
 from imgflow.data.torchvision_sets import TORCHVISION_DATASETS, DatasetNotFoundError, TorchvisionDataset, fit_size
 
-#: every data.dataset value
-DATASETS: dict[str, Any] = {**TORCHVISION_DATASETS}
+#: every data.dataset value: your own folder of images, and torchvision's datasets
+DATASETS: dict[str, Any] = {"folder": FolderDataset(), **TORCHVISION_DATASETS}
 
 
 def dataset_entry(name: str) -> Any:
@@ -44,12 +46,12 @@ def load_image_data(
     return entry.load(root, "train" if train else "test", image_size, resize, download)
 
 
-def load_dataset(data: Any, split: str = "train", progress: bool = False) -> ImageData:
-    """The split ('train' or 'test') of the dataset a config's [data] section describes."""
+def load_dataset(data: Any, split: str = "train", progress: bool = False, log: Any = None) -> ImageData:
+    """The split ('train', or 'test': the held-out images) of the dataset a config's [data] section describes."""
     entry = dataset_entry(data.dataset)
     if isinstance(entry, TorchvisionDataset):
         return entry.load(data.data_root, split, data.image_size, data.resize, data.download)
-    return entry.load(data, split, progress=progress)
+    return entry.load(data, split, progress=progress, log=log)
 
 
 def data_identity(data: Any) -> dict[str, str]:
@@ -80,6 +82,7 @@ def dataset_spec(data: Any) -> DataSpec:
 
 __all__ = [
     "DATASETS",
+    "DataError",
     "DataSpec",
     "DatasetNotFoundError",
     "ImageData",
@@ -88,8 +91,10 @@ __all__ = [
     "data_identity",
     "dataset_entry",
     "dataset_spec",
+    "export_image_folder",
     "fit_size",
     "load_dataset",
     "load_image_data",
+    "scan_folder",
     "to_unit_range",
 ]

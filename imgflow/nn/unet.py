@@ -50,6 +50,7 @@ __all__ = [
     "ResBlock",
     "UNet",
     "Upsample",
+    "check_geometry",
     "count_parameters",
     "norm_groups",
 ]
@@ -201,18 +202,31 @@ class EmbedSequential(nn.Sequential):
         return x
 
 
-def _check_image_size(image_size: int, channel_mults: tuple[int, ...]) -> None:
+def check_geometry(image_size: int, channel_mults: Sequence[int], attention_resolutions: Sequence[int] = ()) -> list[int]:
+    """The spatial size of each level, or a ValueError naming the fix.
+
+    With L = len(channel_mults) levels the input is halved L - 1 times, so image_size must be
+    divisible by 2 ** (L - 1); every attention resolution must be one of the level sizes.
+    """
+    channel_mults = tuple(channel_mults)
     levels = len(channel_mults)
     factor = 2 ** (levels - 1)
-    if image_size % factor == 0:
-        return
-    fit = max(k for k in range(1, levels + 1) if image_size % 2 ** (k - 1) == 0)
-    padded = math.ceil(image_size / factor) * factor
-    raise ValueError(
-        f"image_size {image_size} is not divisible by 2**{levels - 1} = {factor} for channel_mults "
-        f"{channel_mults}; use {fit} level{'s' if fit > 1 else ''} (e.g. {channel_mults[:fit]}) "
-        f"or pad the images to {padded}"
-    )
+    if image_size % factor:
+        fit = max(k for k in range(1, levels + 1) if image_size % 2 ** (k - 1) == 0)
+        padded = math.ceil(image_size / factor) * factor
+        raise ValueError(
+            f"image_size {image_size} is not divisible by 2**{levels - 1} = {factor} for channel_mults "
+            f"{channel_mults}; use {fit} level{'s' if fit > 1 else ''} (e.g. {channel_mults[:fit]}) "
+            f"or pad the images to {padded}"
+        )
+    resolutions = [image_size // 2**i for i in range(levels)]
+    unknown = sorted(set(attention_resolutions) - set(resolutions))
+    if unknown:
+        raise ValueError(
+            f"attention_resolutions {unknown} are not among this U-Net's spatial sizes {resolutions} "
+            f"(image_size {image_size}, {levels} levels); pick sizes from that list"
+        )
+    return resolutions
 
 
 class UNet(nn.Module):
@@ -295,14 +309,7 @@ class UNet(nn.Module):
             raise ValueError(f"channel_mults must be a non-empty sequence of positive ints, got {channel_mults}")
         if min(in_channels, out_channels, base_channels, image_size) < 1 or num_res_blocks < 1:
             raise ValueError("in_channels, out_channels, base_channels, image_size and num_res_blocks must be >= 1")
-        _check_image_size(image_size, channel_mults)
-        resolutions = [image_size // 2**i for i in range(len(channel_mults))]
-        unknown = sorted(set(attention_resolutions) - set(resolutions))
-        if unknown:
-            raise ValueError(
-                f"attention_resolutions {unknown} are not among this U-Net's spatial sizes {resolutions} "
-                f"(image_size {image_size}, {len(channel_mults)} levels); pick sizes from that list"
-            )
+        resolutions = check_geometry(image_size, channel_mults, attention_resolutions)
         if time_embedding not in TIME_EMBEDDINGS:
             raise ValueError(f"unknown time_embedding {time_embedding!r}; use one of {sorted(TIME_EMBEDDINGS)}")
         if num_classes is not None and num_classes < 1:

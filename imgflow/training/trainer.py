@@ -27,7 +27,7 @@ from torch.profiler import record_function
 from imgflow.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_weights_into, remove_stale_temporaries, save_checkpoint
 from imgflow.config import ConfigError, RunConfig
 from imgflow.data import ImageData, load_dataset
-from imgflow.factory import build_model, is_class_conditional
+from imgflow.factory import build_model, check_model_fits, is_class_conditional
 from imgflow.files import atomic_write_bytes
 from imgflow.nn import count_parameters
 from imgflow.run_folder import RunLock, check_resume_compatible, check_writable, checkpoint_to_resume, make_run_dir
@@ -121,12 +121,13 @@ class Trainer:
             )
         self.micro = train.batch_size // per_step
 
-        # everything that can be wrong is checked before anything is written
+        # everything that can be wrong is checked before anything is written (or a folder of images converted)
+        check_model_fits(cfg)
         ckpt = checkpoint_to_resume(cfg, resume, check_lock=self.is_main)
         check_writable(self.run_dir)
         if data is None:
             with acc.main_process_first():
-                data = load_dataset(cfg.data, "train", progress=self.is_main)
+                data = load_dataset(cfg.data, "train", progress=self.is_main, log=acc.print)
         self.spec = data.spec
         if ckpt is not None:
             check_resume_compatible(ckpt, cfg, self.spec)
@@ -361,6 +362,10 @@ class Trainer:
         if self.is_main:
             atomic_write_bytes(self.run_dir / "config.json", cfg.to_json().encode())
             log = MetricsLog(self.run_dir, resume_step=self.step)
+            if "path" in self.data.info:
+                info = self.data.info
+                acc.print(f"data: {info['path']} ({len(self.data)} training images; {info['ignored_files']} non-image files ignored, "
+                          f"{info['skipped_bad_images']} unreadable images skipped; cache {info['cache']})")
             acc.print(
                 f"training {cfg.model.arch} ({count_parameters(self.model):,} parameters) on {self.spec.dataset} "
                 f"[{len(self.data)} images of {self.spec.shape}, {self.spec.num_classes} classes] | {self.world} process(es), "
