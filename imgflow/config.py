@@ -64,12 +64,15 @@ class ModelSection:
     scale_shift: bool = False  # FiLM (scale, shift) conditioning in the residual blocks (ADM's use_scale_shift_norm)
     dropout: float = 0.0
     time_embedding: str = "sinusoidal"  # sinusoidal | fourier
+    time_scale: float = 1000.0  # sinusoids of time_scale * t (1000: DDPM's convention)
     class_conditional: bool = True
+    second_time: str = "none"  # a flow-map model u(x, t, r) embeds "interval" (r - t, MeanFlow's choice) or "end" (r)
     embed_dim: int = 40  # lab_unet only: time/label embedding width
 
 
 @dataclass
 class FlowSection:
+    objective: str = "flow_matching"  # flow_matching (a velocity model) | mean_flow (a flow map for 1-2 step sampling)
     schedule: str = "linear"  # linear (linear path) | cosine | sqrt (Gaussian paths)
     prediction: str = "velocity"  # velocity | noise
     loss_reduction: str = "mean"  # mean (per-dim) | sum (per-sample sum of squares)
@@ -77,6 +80,13 @@ class FlowSection:
     logit_normal_mean: float = 0.0
     logit_normal_std: float = 1.0
     label_dropout: float = 0.1
+    # mean_flow: (t, r) are two sorted logit-normal draws (std 0: uniform), r = t for `equal_fraction` of the samples
+    mean_flow_time_mean: float = 0.4
+    mean_flow_time_std: float = 1.0
+    mean_flow_equal_fraction: float = 0.75
+    mean_flow_guidance: float = 1.0  # omega: guidance folded into the training target (samples like w = omega / (1 - kappa))
+    mean_flow_guidance_mix: float = 0.0  # kappa: weight of the model's own conditional velocity in that target
+    mean_flow_adaptive_p: float = 1.0  # loss weight 1 / (error + eps)^p (0 = plain squared error)
 
 
 @dataclass
@@ -160,6 +170,8 @@ def _choices() -> dict[str, tuple[str, ...]]:
         "data.fit": FITS,
         "model.arch": tuple(ARCHS),
         "model.time_embedding": tuple(TIME_EMBEDDINGS),
+        "flow.objective": ("flow_matching", "mean_flow"),
+        "model.second_time": ("none", "interval", "end"),
         "flow.schedule": tuple(SCHEDULES),
         # the predictions whose training target stays finite up to t = 1 (a score's does not)
         "flow.prediction": ("velocity", "noise"),
@@ -284,12 +296,30 @@ def validate(cfg: RunConfig) -> None:
     need(0.0 <= model.dropout < 1.0, f"model.dropout must be in [0, 1), got {model.dropout}")
     need(0.0 <= flow.label_dropout < 1.0, f"flow.label_dropout must be in [0, 1), got {flow.label_dropout}")
     need(flow.logit_normal_std > 0, f"flow.logit_normal_std must be > 0, got {flow.logit_normal_std}")
+    _validate_objective(cfg, need)
     need(sample.num_steps >= 1, f"sample.num_steps must be >= 1, got {sample.num_steps}")
     need(sample.num_images >= 1, f"sample.num_images must be >= 1, got {sample.num_images}")
     need(sample.sde_epsilon >= 0, f"sample.sde_epsilon must be >= 0, got {sample.sde_epsilon}")
     need(sample.guidance_scale == 1.0 or model.class_conditional,
          f"sample.guidance_scale = {sample.guidance_scale} needs a class-conditional model; "
          "set model.class_conditional = true or guidance_scale = 1")
+
+
+def _validate_objective(cfg: RunConfig, need: typing.Callable[[bool, str], None]) -> None:
+    flow, model = cfg.flow, cfg.model
+    if flow.objective == "flow_matching":
+        need(cfg.sample.solver != "flow_map", "sample.solver = 'flow_map' needs a flow-map model (flow.objective = 'mean_flow'); "
+             "use euler or another ODE solver")
+        return
+    need(model.arch == "unet" and model.second_time != "none",
+         "flow.objective = 'mean_flow' trains a flow map u(x, t, r): set model.arch = 'unet' and model.second_time = 'interval'")
+    need(flow.prediction == "velocity", "flow.objective = 'mean_flow' predicts an average velocity: set flow.prediction = 'velocity'")
+    need(0.0 <= flow.mean_flow_equal_fraction <= 1.0, f"flow.mean_flow_equal_fraction must be in [0, 1], got {flow.mean_flow_equal_fraction}")
+    need(flow.mean_flow_time_std >= 0, f"flow.mean_flow_time_std must be >= 0 (0 = uniform times), got {flow.mean_flow_time_std}")
+    need(flow.mean_flow_guidance_mix < 1.0, f"flow.mean_flow_guidance_mix must be < 1, got {flow.mean_flow_guidance_mix}")
+    need(flow.mean_flow_adaptive_p >= 0, f"flow.mean_flow_adaptive_p must be >= 0, got {flow.mean_flow_adaptive_p}")
+    need((flow.mean_flow_guidance == 1.0 and flow.mean_flow_guidance_mix == 0.0) or model.class_conditional,
+         "flow.mean_flow_guidance needs a class-conditional model; set model.class_conditional = true or the guidance to 1")
 
 
 def _validate_data(data: DataSection) -> None:

@@ -63,6 +63,8 @@ def build_model(cfg: RunConfig, spec: DataSpec | None = None) -> nn.Module:
             dropout=m.dropout,
             num_classes=spec.num_classes if conditional else None,
             time_embedding=m.time_embedding,
+            second_time=None if m.second_time == "none" else m.second_time,
+            time_scale=m.time_scale,
         )
     except ValueError as exc:
         raise ConfigError(f"model config does not fit the data: {exc}") from None

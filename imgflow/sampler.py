@@ -248,7 +248,16 @@ class Sampler:
     @property
     def flow_map(self) -> bool:
         """Whether the model is a flow map u(x, t, r) (a MeanFlow model) that the flow_map solver can jump with."""
-        return getattr(self.config.flow, "objective", "flow_matching") == "mean_flow"
+        return self.config.flow.objective == "mean_flow"
+
+    @property
+    def trained_guidance(self) -> float | None:
+        """The guidance scale a MeanFlow model was trained to sample like at guidance 1 (None for velocity models)."""
+        if not self.flow_map:
+            return None
+        from imgflow.core.mean_flow import trained_guidance
+
+        return trained_guidance(self.config.flow.mean_flow_guidance, self.config.flow.mean_flow_guidance_mix)
 
     def labels(self, num: int, labels: Labels = None) -> Tensor | None:
         """(num,) labels for `labels=` as `sample` takes it; None for an unconditional model."""

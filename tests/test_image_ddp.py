@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-def launch(tmp_path, out, nproc, steps, resume=False):
+def launch(tmp_path, out, nproc, steps, resume=False, extra=()):
     args = [
         str(REPO / "scripts/train_images.py"), "--config", str(REPO / "configs/smoke.toml"),
         "--data.data_root", str(tmp_path / "data"), "--data.download", "false",
@@ -28,6 +28,7 @@ def launch(tmp_path, out, nproc, steps, resume=False):
         "--train.log_every", "1", "--train.checkpoint_every", "3", "--train.sample_every", "6",
         "--sample.num_images", "4", "--sample.num_steps", "2", "--run.output_dir", str(tmp_path / out), "--no-progress",
     ]
+    args += list(extra)
     if resume:
         args += ["--resume", "latest"]
     if nproc > 1:
@@ -67,3 +68,26 @@ def test_two_processes_match_one_and_write_one_set_of_files(tmp_path):
     for key in b.model:
         assert torch.allclose(b.model[key], c.model[key], atol=1e-6), key
     assert [m["step"] for m in read_metrics(tmp_path / "split")] == [1, 2, 3, 4, 5, 6]
+
+
+MEAN_FLOW = ["--flow.objective", "mean_flow", "--model.second_time", "interval", "--flow.mean_flow_guidance", "1.5",
+             "--flow.mean_flow_equal_fraction", "0.25", "--sample.solver", "flow_map", "--sample.num_steps", "1"]
+
+
+def test_mean_flow_under_two_processes_matches_one(tmp_path):
+    """The MeanFlow target is a JVP through the bare module; the prediction goes through DDP, so gradients are synchronised.
+
+    If the JVP's forward were the one carrying the gradient, DDP's hooks would not fire, each process
+    would step with its own half-batch gradient, and the two-process weights would drift from the
+    one-process run: this comparison would fail.
+    """
+    write_idx_mnist(tmp_path / "data", n_train=64)
+    launch(tmp_path, "mf-two", nproc=2, steps=6, extra=MEAN_FLOW)
+    launch(tmp_path, "mf-one", nproc=1, steps=6, extra=MEAN_FLOW)
+    one_loss = [m["loss"] for m in read_metrics(tmp_path / "mf-one")]
+    two_loss = [m["loss"] for m in read_metrics(tmp_path / "mf-two")]
+    assert len(two_loss) == 6 and two_loss == pytest.approx(one_loss, rel=1e-5)
+    a, b = load_checkpoint(tmp_path / "mf-one"), load_checkpoint(tmp_path / "mf-two")
+    assert a.config.flow.objective == "mean_flow" and a.config.model.second_time == "interval"
+    for key in a.model:
+        assert torch.allclose(a.model[key], b.model[key], atol=1e-5), key

@@ -30,7 +30,7 @@ EXPECTED_FIGURES = {
 @pytest.mark.slow
 def test_quick_validation_passes_and_writes_reports(tmp_path):
     results = validation.run_validation(quick=True, out_dir=tmp_path, seed=0, verbose=False)
-    assert len(results) == len(ALL_CHECKS) == 10
+    assert len(results) == len(ALL_CHECKS) == 11
     failed = [(m.check, m.quantity, m.value, m.tolerance_text()) for r in results for m in r.measurements if not m.passed]
     assert not failed, failed
     assert all(r.error is None and r.passed for r in results)

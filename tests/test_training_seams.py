@@ -95,8 +95,10 @@ def test_the_non_finite_guard_names_the_first_bad_step_and_saves_nothing_after_i
     original = trainer.objective.per_sample_loss
 
     def poisoned(forward, batch, **kw):
-        out = original(forward, batch, **kw)
-        return out * float("nan") if trainer.step == 2 else out  # the third step (0-based 2) goes bad
+        loss, logged = original(forward, batch, **kw)
+        if trainer.step == 2:  # the third step (0-based 2) goes bad
+            return loss * float("nan"), logged * float("nan")
+        return loss, logged
 
     trainer.objective.per_sample_loss = poisoned
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss in step 3; the last good checkpoint is .*ckpt-00000002"):

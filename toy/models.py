@@ -60,3 +60,23 @@ class MLPVectorField(nn.Module):
 
 class MLPScore(MLPVectorField):
     """s_theta(x, t) = MLP([x, t]) approximating grad log p_t(x): same architecture, a score's name."""
+
+
+class MLPFlowMap(nn.Module):
+    """u_theta(x, t, r) = MLP([x, t, r - t]): the average velocity over [t, r] (a MeanFlow flow map).
+
+    (B, D), (B,), (B,) -> (B, D); r = None means r = t, where the model is a velocity field, so
+    every ODE solver can use it as well as the flow-map solver (x_r = x_t + (r - t) u).
+    """
+
+    def __init__(self, dim: int = 2, hiddens: Sequence[int] = (64, 64, 64, 64), activation: str = "silu") -> None:
+        super().__init__()
+        self.dim = dim
+        self.hiddens = tuple(hiddens)
+        self.activation = activation
+        self.net = build_mlp([dim + 2, *hiddens, dim], activation)
+
+    def forward(self, x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
+        t = batch_times(t, x)
+        r = t if r is None else batch_times(r, x)
+        return self.net(torch.cat([x, t[:, None], (r - t)[:, None]], dim=-1))

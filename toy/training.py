@@ -1,4 +1,4 @@
-"""One training loop for every objective of the core: flow matching, score matching, interpolant.
+"""One training loop for every objective of the core: flow matching, score matching, interpolant, MeanFlow.
 
 Each iteration draws data ~ p_data (B, D) from the path, t ~ U[t_min, t_max] (B,), evaluates
 loss_fn(model, path, data, t) (a core loss from imgflow.core.losses; it draws the noise) and
@@ -20,10 +20,14 @@ from imgflow.core import (
     interpolant_loss,
     score_matching_loss,
 )
+from imgflow.core.mean_flow import mean_flow_loss, sample_time_pairs
 
-__all__ = ["train", "train_flow_matching", "train_interpolant", "train_score_matching"]
+__all__ = ["train", "train_flow_matching", "train_interpolant", "train_mean_flow", "train_score_matching"]
 
-LossFn = Callable[[nn.Module, InterpolantPath, Tensor, Tensor], Tensor]
+#: loss_fn(model, path, data, *times) -> scalar; times as drawn by the loop's `draw_times`
+LossFn = Callable[..., Tensor]
+#: draw_times(batch_size) -> a tuple of (B,) time tensors
+TimeDraw = Callable[[int], tuple[Tensor, ...]]
 
 
 def train(
@@ -39,6 +43,7 @@ def train(
     seed: int | None = None,
     progress: bool = True,
     desc: str = "train",
+    draw_times: TimeDraw | None = None,
 ) -> list[float]:
     """Minimise E_{data, t} loss_fn(model, path, data, t) with Adam; returns the per-iteration losses.
 
@@ -47,6 +52,7 @@ def train(
         loss_fn: a core loss, e.g. ``flow_matching_loss``.
         path: supplies data ~ p_data (``path.p_data`` must be set) and the noise source.
         t_range: t is drawn uniformly from [t_min, t_max] (end short of 1 for the score).
+        draw_times: instead, draws the loss's time inputs for a batch (e.g. MeanFlow's (t, r) pairs).
         lr_decay: cosine-anneal the learning rate from lr to lr / 100 over the run (a
             noisy regression target is averaged better by a decaying step).
         seed: when given, the run draws from a private copy of the global RNG seeded with it
@@ -67,8 +73,8 @@ def train(
         bar = tqdm(range(num_iterations), disable=not progress, desc=desc, leave=False, mininterval=1.0)
         for i in bar:
             data = path.sample_conditioning_variable(batch_size)
-            t = t_min + (t_max - t_min) * torch.rand(batch_size)
-            loss = loss_fn(model, path, data, t)
+            times = draw_times(batch_size) if draw_times is not None else (t_min + (t_max - t_min) * torch.rand(batch_size),)
+            loss = loss_fn(model, path, data, *times)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -102,3 +108,20 @@ def train_interpolant(model: nn.Module, path: InterpolantPath, **kwargs) -> list
     """The interpolant objective E[1/2 |b|^2 - dI/dt . b] (core ``interpolant_loss``), t ~ U[0, 1]."""
     kwargs.setdefault("desc", "interpolant")
     return train(model, interpolant_loss, path, **kwargs)
+
+
+def train_mean_flow(model: nn.Module, path: InterpolantPath, *, time_mean: float = 0.0, time_std: float = 1.0,
+                    equal_fraction: float = 0.25, adaptive_p: float = 1.0, **kwargs) -> list[float]:
+    """MeanFlow (core ``mean_flow_loss``) for a flow-map model u(x, t, r) on (t, r) pairs from ``sample_time_pairs``.
+
+    kwargs: see `train`. The losses are the adaptively weighted ones (about 1 per sample for p = 1).
+    """
+    kwargs.setdefault("desc", "mean flow")
+
+    def loss_fn(model: nn.Module, path: InterpolantPath, data: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        return mean_flow_loss(model, path, data, t, r, reduction="sum", adaptive_p=adaptive_p)
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        return sample_time_pairs(n, mean=time_mean, std=time_std, equal_fraction=equal_fraction)
+
+    return train(model, loss_fn, path, draw_times=draw, **kwargs)

@@ -56,6 +56,10 @@ __all__ = [
 ]
 
 
+#: how a flow-map U-Net embeds its second time: None (a velocity model), the interval r - t, or the end time r
+SECOND_TIMES = (None, "interval", "end")
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (buffers such as fixed Fourier frequencies are not counted)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
@@ -254,6 +258,11 @@ class UNet(nn.Module):
         scale_shift: FiLM (scale, shift) conditioning of the residual blocks instead of
             adding the embedding (improved-DDPM's use_scale_shift_norm).
         mid_attention: self-attention in the middle block.
+        time_scale: the sinusoids see time_scale * t (1000: DDPM's step counts). Their t-derivative grows
+            with it, and a flow map's training target contains du/dt: MeanFlow models use a small scale.
+        second_time: None for a velocity model u(x, t); "interval" (embed r - t, the paper's
+            choice) or "end" (embed r) for a flow-map model u(x, t, r) (MeanFlow). The second
+            embedding's output layer starts at zero, so a new flow-map model is a velocity model.
 
     `config` holds the constructor arguments, so `UNet(**model.config)` rebuilds the model.
     """
@@ -279,6 +288,8 @@ class UNet(nn.Module):
         num_groups: int = 32,
         scale_shift: bool = False,
         mid_attention: bool = True,
+        second_time: str | None = None,
+        time_scale: float = 1000.0,
     ) -> None:
         super().__init__()
         channel_mults = tuple(int(m) for m in channel_mults)
@@ -303,6 +314,8 @@ class UNet(nn.Module):
             num_groups=num_groups,
             scale_shift=scale_shift,
             mid_attention=mid_attention,
+            second_time=second_time,
+            time_scale=time_scale,
         )
 
         if not channel_mults or min(channel_mults) < 1:
@@ -324,13 +337,20 @@ class UNet(nn.Module):
 
         emb_dim = time_embed_dim or 4 * base_channels
         if time_embedding == "sinusoidal":
-            self.time_embed = make_time_embedding("sinusoidal", base_channels, emb_dim)
+            self.time_embed = make_time_embedding("sinusoidal", base_channels, emb_dim, scale=time_scale)
         else:
             feat = base_channels + base_channels % 2
             self.time_embed = make_time_embedding(
                 "fourier", feat, emb_dim, scale=fourier_scale, learnable=learnable_fourier
             )
         self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes is not None else None
+        if second_time not in SECOND_TIMES:
+            raise ValueError(f"unknown second_time {second_time!r}; use one of {SECOND_TIMES}")
+        self.second_time = second_time
+        self.second_time_embed = None
+        if second_time is not None:  # a flow map u(x, t, r): r enters as its own embedding, zero at initialisation
+            self.second_time_embed = make_time_embedding("sinusoidal", base_channels, emb_dim, scale=time_scale)
+            _zero(self.second_time_embed.mlp[-1])
 
         def res(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout, num_groups, scale_shift)
@@ -391,22 +411,29 @@ class UNet(nn.Module):
                 f"got {tuple(x.shape)}; build the UNet with the data's channels and image_size"
             )
 
-    def embed(self, t: Tensor | float, y: Tensor | None, batch_size: int, device: torch.device) -> Tensor:
-        """The (B, time_embed_dim) conditioning vector: time embedding + class embedding."""
-        emb = self.time_embed(time_vector(t, batch_size, device))
+    def embed(self, t: Tensor | float, y: Tensor | None, batch_size: int, device: torch.device, r: Tensor | float | None = None) -> Tensor:
+        """The (B, time_embed_dim) conditioning vector: time embedding (+ second time) + class embedding."""
+        t_vec = time_vector(t, batch_size, device)
+        emb = self.time_embed(t_vec)
+        if self.second_time_embed is not None:
+            r_vec = t_vec if r is None else time_vector(r, batch_size, device)
+            emb = emb + self.second_time_embed(r_vec - t_vec if self.second_time == "interval" else r_vec)
+        elif r is not None:
+            raise ValueError("this UNet takes one time (second_time=None) but got r; build it with second_time='interval' or 'end'")
         if self.class_embed is not None:
             emb = emb + self.class_embed(y, batch_size, device).to(emb.dtype)
         elif y is not None:
             raise ValueError("this UNet is unconditional (num_classes=None) but got labels y")
         return emb
 
-    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None, r: Tensor | float | None = None) -> Tensor:
         """x: (B, C, H, W), t: scalar / (B,) / (B, 1, 1, 1) in [0, 1], y: (B,) long or None.
 
-        Returns the prediction (B, out_channels, H, W) in x's dtype.
+        r: the second time of a flow-map model (second_time set): the output is the average velocity
+        over [t, r]; None means r = t, the instantaneous velocity. Returns (B, out_channels, H, W) in x's dtype.
         """
         self._check_input(x)
-        emb = self.embed(t, y, x.shape[0], x.device)
+        emb = self.embed(t, y, x.shape[0], x.device, r)
         h = x
         skips = []
         for block in self.input_blocks:

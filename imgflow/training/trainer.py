@@ -140,7 +140,7 @@ class Trainer:
         self.model = build_model(cfg, self.spec)
         self.conditional = is_class_conditional(cfg, self.spec)
         self.null_label = self.spec.num_classes if self.conditional else None
-        self.objective = build_objective(cfg)
+        self.objective = build_objective(cfg, self.null_label)
 
         # from here on the run folder is ours
         self.lock: RunLock | None = None
@@ -152,6 +152,16 @@ class Trainer:
                 raise ConfigError(f"run.output_dir {self.run_dir} already holds checkpoints; pass --resume latest or choose another")
             remove_stale_temporaries(self.run_dir)
 
+        try:
+            self._set_up(data, ckpt)
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
+
+    def _set_up(self, data: ImageData, ckpt: Checkpoint | None) -> None:
+        """Data on the device, model, EMA, optimiser and scheduler, restored from ckpt when resuming."""
+        acc, train, cfg = self.accelerator, self.cfg.train, self.cfg
         self.data = data.to(acc.device)
         self.batches = BatchSchedule(len(self.data), train.batch_size, cfg.run.seed,
                                      device=acc.device if self.data.resident else "cpu")
@@ -251,11 +261,11 @@ class Trainer:
             ctx = acc.no_sync(self.prepared) if m < train.grad_accum - 1 else nullcontext()
             with ctx:
                 with record_function("step/forward_loss"):
-                    per_sample = self.objective.per_sample_loss(self.forward, micro, model=self.prepared, accelerator=acc)
+                    per_sample, logged = self.objective.per_sample_loss(self.forward, micro, model=self.prepared, accelerator=acc)
                     loss = per_sample.mean()
                 with record_function("step/backward"):
                     acc.backward(loss / train.grad_accum)
-            losses.append((per_sample.detach(), micro.times))
+            losses.append((logged, micro.times))
         bad = ~torch.stack([torch.isfinite(v).all() for v, _ in losses]).all()
         if train.on_nonfinite == "skip" and bool(bad):  # "skip" reads the device every step (documented)
             acc.print(f"warning: non-finite loss in step {self.step + 1}; skipped the update (train.on_nonfinite = 'skip')")
@@ -319,6 +329,7 @@ class Trainer:
             "loss_by_t": [s / c if c else None for s, c in zip(bins, counts)],
             "lr": self.scheduler.get_last_lr()[0],
             "images_per_s": window.steps * self.cfg.train.batch_size / (now - window.t0),
+            "elapsed_s": now - self._loop_start,
         }
         if self.cfg.train.grad_clip > 0:
             record["grad_norm"] = grad_sum / window.steps
@@ -376,7 +387,7 @@ class Trainer:
             acc.init_trackers(cfg.run.name, config=flat_config(cfg.to_dict()),
                               init_kwargs={"tensorboard": {"purge_step": self.step or None}})
         bar = tqdm(total=train.steps, initial=self.step, disable=not (self.is_main and progress), dynamic_ncols=True, file=sys.stdout)
-        start = time.perf_counter()
+        start = self._loop_start = time.perf_counter()
         window = LogWindow(acc.device)
         stopped_by = "steps"
         self.prepared.train()
@@ -392,6 +403,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
                     window = LogWindow(acc.device)
                 signal_name, budget_hit = self._stop_flags(stop, start, at_read)
+                if (signal_name or budget_hit) and not at_read:  # the last, partial window goes into the log too
+                    self._log(window, log)
+                    window = LogWindow(acc.device)
                 if self.step % train.checkpoint_every == 0 or self.step == train.steps or budget_hit or signal_name:
                     self.save()
                 if train.sample_every and (self.step % train.sample_every == 0 or self.step == train.steps or budget_hit):

@@ -1,8 +1,8 @@
 """The lab's validations: each check returns numbers against tolerances plus a PNG.
 
 Checks 1-6 test the core's solvers, processes and conditional paths against closed forms;
-7-10 train models once per run (toy.checks.trained_models) and compare them with the exact marginal
-fields of a Gaussian mixture (toy.gmm_fields).
+7-11 train models once per run (toy.checks.trained_models) and compare them with the exact marginal
+fields of a Gaussian mixture (toy.gmm_fields), and 11 with its exact flow map.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from toy.checks.base import FULL, QUICK, CheckResult, Context, Measurement, Sizes
+from toy.checks.flow_map import check_flow_map
 from toy.checks.learned import check_flow_matching, check_interpolant_objective, check_score_matching, check_sde_sampling
 from toy.checks.numerics import check_ode_convergence
 from toy.checks.paths import check_conditional_path
@@ -27,6 +28,7 @@ ALL_CHECKS: list[Callable[[Context], CheckResult]] = [
     check_score_matching,
     check_sde_sampling,
     check_interpolant_objective,
+    check_flow_map,
 ]
 
 __all__ = ["ALL_CHECKS", "FULL", "QUICK", "CheckResult", "Context", "Measurement", "Sizes"]

@@ -1,0 +1,186 @@
+"""MeanFlow: the identity against an exact flow map, the loss, flow-map U-Nets, training, one-step sampling."""
+
+import math
+
+import pytest
+import torch
+
+from imgflow.config import ConfigError, load_config
+from imgflow.core import GaussianPath, LinearSchedule, flow_matching_loss
+from imgflow.core.mean_flow import Guidance, guided_velocity, mean_flow_loss, mean_flow_target, sample_time_pairs, trained_guidance
+from imgflow.nn import UNet
+from imgflow.sampler import Sampler
+from imgflow.training.trainer import Trainer
+from tests.image_helpers import blob_images, tiny_config
+
+MU, S = 1.5, 0.4  # data N(MU, S^2) per coordinate
+
+
+def sigma(t):
+    """Standard deviation of x_t = (1 - t) noise + t data for data N(MU, S^2), noise N(0, 1)."""
+    return torch.sqrt((1 - t) ** 2 + (t * S) ** 2)
+
+
+def exact_average_velocity(x, t, r):
+    """The exact flow map of Gaussian data on the linear path is affine: x_r = m_r + (sigma_r / sigma_t)(x - m_t), m_t = t MU.
+
+    u(x, t, r) = (x_r - x) / (r - t); at r = t, its limit, the marginal velocity.
+    """
+    t, r = t[:, None], r[:, None]
+    dt = r - t
+    ratio = sigma(r) / sigma(t)
+    moved = r * MU + ratio * (x - t * MU) - x
+    velocity = MU + (x - t * MU) * (-(1 - t) + t * S**2) / sigma(t) ** 2  # d/dt of the map at r = t
+    return torch.where(dt.abs() > 1e-12, moved / torch.where(dt.abs() > 1e-12, dt, torch.ones_like(dt)), velocity)
+
+
+def test_the_identity_holds_for_the_exact_flow_map():
+    """u = v + (r - t) du/dt with du/dt the JVP along (v, 1, 0): the target built from the exact map is the exact map."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 3, dtype=torch.float64) * 2
+    t = torch.rand(64, dtype=torch.float64) * 0.8
+    r = t + torch.rand(64, dtype=torch.float64) * (1 - t)
+    v = exact_average_velocity(x, t, t)
+    target = mean_flow_target(exact_average_velocity, x, t, r, v)
+    assert torch.allclose(target, exact_average_velocity(x, t, r), atol=1e-9)
+    # the other sign, or the JVP along the wrong time direction, is far off: the check can fail
+    wrong = v - (r - t)[:, None] * (target - v) / (r - t)[:, None]
+    assert (wrong - exact_average_velocity(x, t, r)).abs().max() > 1e-2
+    # one step of the exact map from t = 0 lands on the data distribution: mean MU, std S
+    x0 = torch.randn(200_000, 1, dtype=torch.float64)
+    x1 = x0 + exact_average_velocity(x0, torch.zeros(200_000, dtype=torch.float64), torch.ones(200_000, dtype=torch.float64))
+    assert abs(x1.mean().item() - MU) < 5 * S / math.sqrt(200_000) and abs(x1.std().item() - S) < 5 * S / math.sqrt(2 * 200_000)
+
+
+def test_at_r_equal_t_the_loss_is_flow_matching():
+    torch.manual_seed(0)
+    path = GaussianPath(LinearSchedule())
+    data, noise, t = torch.randn(16, 2), torch.randn(16, 2), torch.rand(16)
+    net = torch.nn.Linear(3, 2)
+
+    def flow_map(x, tt, r=None):
+        return net(torch.cat([x, tt[:, None]], 1))  # ignores r
+
+    mf = mean_flow_loss(flow_map, path, data, t, t, noise=noise, adaptive_p=0.0)
+    fm = flow_matching_loss(lambda x, tt: flow_map(x, tt), path, data, t, noise=noise)
+    assert torch.allclose(mf, fm)
+    weighted, raw = mean_flow_loss(flow_map, path, data, t, t, noise=noise, adaptive_p=1.0, per_sample=True)
+    assert torch.allclose(weighted, raw / (raw + 1e-3)) and torch.allclose(raw.mean(), fm)
+
+
+def test_time_pairs_are_ordered_and_a_fraction_is_equal():
+    t, r = sample_time_pairs(100_000, mean=0.4, std=1.0, equal_fraction=0.75, generator=torch.Generator().manual_seed(0))
+    assert bool((t <= r).all()) and bool(((t >= 0) & (r <= 1)).all())
+    equal = (t == r).double().mean().item()
+    assert abs(equal - 0.75) < 5 * math.sqrt(0.75 * 0.25 / 100_000)
+
+
+def test_guidance_folds_the_models_velocity_into_the_target():
+    x, t = torch.zeros(4, 2), torch.rand(4)
+    v_cond = torch.ones(4, 2)
+    labels = torch.tensor([0, 1, 3, 3])  # 3 is the null label: those samples keep v_c
+
+    def velocity_model(x, tt, y):
+        return torch.where((y == 3)[:, None], torch.full_like(x, 10.0), torch.full_like(x, 20.0))
+
+    g = guided_velocity(velocity_model, x, t, v_cond, labels, Guidance(omega=2.0, kappa=0.5, null_label=3))
+    expected = 2.0 * 1 + 0.5 * 20 + (1 - 2.0 - 0.5) * 10  # omega v_c + kappa u(c) + (1 - omega - kappa) u(null) = -3
+    assert torch.allclose(g[:2], torch.full((2, 2), expected)) and torch.allclose(g[2:], v_cond[2:])
+    assert trained_guidance(2.0, 0.5) == 4.0
+
+
+def test_a_flow_map_unet_takes_a_second_time_and_starts_as_a_velocity_model():
+    torch.manual_seed(0)
+    kw = dict(in_channels=1, image_size=8, base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attention_resolutions=(4,),
+              num_classes=3, dropout=0.0)
+    net = UNet(**kw, second_time="interval")
+    x, t, y = torch.randn(2, 1, 8, 8), torch.rand(2), torch.tensor([0, 1])
+    for p in net.parameters():  # leave the zero output layers behind so the output depends on everything
+        torch.nn.init.normal_(p, std=0.1)
+    assert torch.equal(net(x, t, y), net(x, t, y, r=t))
+    assert not torch.allclose(net(x, t, y), net(x, t, y, r=torch.ones(2)))
+    plain = UNet(**kw)
+    with pytest.raises(ValueError, match="takes one time"):
+        plain(x, t, y, r=t)
+    # forward-mode AD has no rule for the fused attention kernel; the target's JVP uses the math kernel
+    with pytest.raises(NotImplementedError, match="forward AD"):
+        torch.func.jvp(lambda a: net(a, t, y, r=t), (x,), (torch.ones_like(x),))
+    target = mean_flow_target(lambda a, tt, rr: net(a, tt, y, r=rr), x, t, torch.ones(2), torch.ones_like(x))
+    assert target.shape == x.shape and torch.isfinite(target).all()
+
+
+def mean_flow_config(tmp_path, **overrides):
+    return tiny_config(tmp_path, **{"flow.objective": "mean_flow", "model.second_time": "interval", "flow.mean_flow_guidance": 1.5,
+                                    "sample.solver": "flow_map", "sample.num_steps": 1, **overrides})
+
+
+def test_mean_flow_trains_and_samples_in_one_step(tmp_path):
+    data = blob_images(64)
+    cfg = mean_flow_config(tmp_path / "run", **{"train.steps": 40, "train.checkpoint_every": 40})
+    trainer = Trainer(cfg, data=data)
+    trainer.run(progress=False)
+    from imgflow.training.metrics_log import read_metrics
+
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run")]
+    # the squared error to the (moving) target falls: 0.73x over these 40 steps (fixed seeds); a broken loss does not
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.85 * losses[0]
+    sampler = Sampler.from_checkpoint(tmp_path / "run", device="cpu")
+    assert sampler.flow_map and sampler.trained_guidance == 1.5
+    one = sampler.sample(10, steps=1)
+    assert one.nfe == 1 and one.settings.solver == "flow_map" and one.settings.guidance == 1.0 and torch.isfinite(one.images).all()
+    four = sampler.sample(10, steps=4)
+    ode = sampler.sample(10, solver="euler", steps=4)  # r = t: the same network as a velocity field
+    assert four.nfe == 4 and ode.nfe == 4 and not torch.equal(four.images, ode.images)
+
+
+def test_mean_flow_config_errors():
+    with pytest.raises(ConfigError, match="set model.arch = 'unet' and model.second_time = 'interval'"):
+        load_config(None, {"flow.objective": "mean_flow"})
+    with pytest.raises(ConfigError, match="sample.solver = 'flow_map' needs a flow-map model"):
+        load_config(None, {"sample.solver": "flow_map"})
+    with pytest.raises(ConfigError, match="mean_flow_guidance_mix must be < 1"):
+        load_config(None, {"flow.objective": "mean_flow", "model.second_time": "interval", "flow.mean_flow_guidance_mix": 1.0})
+
+
+def test_mean_flow_runs_under_bf16_autocast(tmp_path):
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        acc = Accelerator(cpu=True, mixed_precision="bf16")
+        trainer = Trainer(mean_flow_config(tmp_path / "run", **{"train.steps": 4}), data=blob_images(32), accelerator=acc)
+        trainer.run(progress=False)
+        from imgflow.training.metrics_log import read_metrics
+
+        assert all(math.isfinite(m["loss"]) for m in read_metrics(tmp_path / "run"))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_a_checkpoint_from_before_the_second_time_loads_and_samples_as_before(tmp_path):
+    """A one-time checkpoint whose stored config has none of the keys MeanFlow added still loads, as a velocity model."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    cfg = tiny_config(tmp_path / "run", **{"train.steps": 4, "train.checkpoint_every": 4})
+    Trainer(cfg, data=blob_images(32)).run(progress=False)
+    path = tmp_path / "run" / "ckpt-00000004.safetensors"
+    before = Sampler.from_checkpoint(path, device="cpu").sample(4, steps=2)
+
+    with safe_open(str(path), "pt") as fh:
+        metadata = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    stored = json.loads(metadata["config"])
+    for section, key in (("model", "second_time"), ("model", "time_scale"), ("flow", "objective"), ("flow", "mean_flow_guidance"),
+                         ("flow", "mean_flow_time_std"), ("flow", "mean_flow_adaptive_p")):
+        del stored[section][key]
+    old = tmp_path / "old" / "ckpt-00000004.safetensors"
+    old.parent.mkdir()
+    save_file(tensors, str(old), metadata={**metadata, "config": json.dumps(stored)})
+
+    sampler = Sampler.from_checkpoint(old, device="cpu")
+    assert not sampler.flow_map and sampler.trained_guidance is None
+    assert torch.equal(sampler.sample(4, steps=2).images, before.images)
