@@ -299,13 +299,15 @@ class Sampler:
     def sample(self, num: int = 16, labels: Labels = None, *, guidance: float | None = None, solver: str | None = None,
                steps: int | None = None, time_grid: str | None = None, sde_epsilon: float | None = None,
                rtol: float | None = None, atol: float | None = None, seed: int = 0, batch_size: int = 256,
-               progress: bool = False) -> Samples:
+               progress: bool = False, clip: bool = True) -> Samples:
         """Draw `num` images.
 
         labels: None (cycle through every class), a class (index or name), a list of classes
         cycled to `num`, or a (num,) tensor; must be None for an unconditional model.
         guidance / solver / steps / time_grid / sde_epsilon / rtol / atol: default to the run's [sample] section.
         Sample i starts from the noise seeded by (seed, i), whatever batch_size.
+        clip: clip the solver's output to the data range [-1, 1] (non-finite values are kept, so
+        a diverged sample stays visible); False returns it as integrated.
         """
         if num < 1 or batch_size < 1:
             raise ConfigError(f"num and batch_size must be >= 1, got {num} and {batch_size}")
@@ -328,7 +330,8 @@ class Sampler:
                 t_start = 1e-3 if 0.0 in dynamics.singular_times else 0.0
                 t_end = 1.0 - 1e-3 if 1.0 in dynamics.singular_times else 1.0
                 ts = named_time_grid(settings.time_grid, settings.steps, t_start, t_end).to(self.device)
-                out.append(ode_solver.simulate(x, ts).float().cpu())
+                x = ode_solver.simulate(x, ts).float()
+                out.append((torch.where(torch.isfinite(x), x.clamp(-1.0, 1.0), x) if clip else x).cpu())
                 nfe = max(nfe, ode_solver.nfe)
         finally:
             self.model.train(was_training)

@@ -39,6 +39,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if trainer.is_main:
             print(f"interrupted: {exc}", file=sys.stderr)
         return exc.exit_code
+    finally:
+        close_process_group()
     if trainer.is_main:
         print(f"stopped at step {result.step} ({result.stopped_by}); checkpoint {result.last_checkpoint}")
     return 0
+
+
+def close_process_group() -> None:
+    """Tear down torch.distributed's group (torchrun / accelerate launch) before the process exits.
+
+    Left to the interpreter's exit, gloo's threads can outlive the group and abort one rank
+    ("terminate called without an active exception", SIGABRT) after a run that succeeded.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
