@@ -114,13 +114,15 @@ class Samples:
         return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
 
     def default_nrow(self) -> int:
-        """One class per column when labels cycle through a few classes, else about a square."""
+        """One class per column when labels cycle through a few classes (the cycle repeated up to about a
+        square grid: 3, 7, 3, 7, ... in 10 columns for 100 images of two classes), else about a square."""
+        square = math.sqrt(len(self))
         if self.labels is not None:
             seen = self.labels.tolist()
             period = next((p for p in range(1, min(len(seen), 16) + 1) if seen[p:] == seen[:-p] and len(set(seen[:p])) == p), 0)
             if period >= 2:
-                return period
-        return max(1, min(10, math.ceil(math.sqrt(len(self)))))
+                return period * max(1, int(square // period))
+        return max(1, min(10, math.ceil(square)))
 
     def grid_png(self, nrow: int | None = None) -> bytes:
         """PNG bytes of the samples in a grid (torchvision's make_grid layout, padding 2)."""

@@ -42,3 +42,18 @@ def test_readme_quick_start_trains_loads_samples_and_saves_a_grid(tmp_path, monk
     assert sorted(p.name for p in (tmp_path / "runs" / "smoke").glob("ckpt-*.safetensors"))[-1] == "ckpt-00000060.safetensors"
     grid = Image.open(tmp_path / "digits.png")
     assert grid.size[0] > 28 and grid.size[1] > 28
+
+
+def test_grids_put_one_class_per_column_and_stay_near_square():
+    from imgflow.sampler import Samples, SamplingSettings
+
+    def nrow(labels, n):
+        y = None if labels is None else torch.tensor([labels[i % len(labels)] for i in range(n)])
+        return Samples(torch.zeros(n, 1, 4, 4), y, 1, 0.0, SamplingSettings()).default_nrow()
+
+    assert nrow([3, 7], 100) == 10        # 3, 7, 3, 7, ...: every column one class, 10 x 10
+    assert nrow([3, 7], 20) == 4          # 4 x 5, not 2 x 10
+    assert nrow(list(range(10)), 100) == 10
+    assert nrow(list(range(10)), 10) == 10  # fewer images than a square of classes: one row
+    assert nrow([0, 1, 2], 90) == 9
+    assert nrow(None, 50) == 8            # unconditional: about a square

@@ -24,6 +24,7 @@ EXPECTED_FIGURES = {
     "08_score_matching.png",
     "09_sde_sampling.png",
     "10_interpolant_objective.png",
+    "11_flow_map.png",
 }
 
 
