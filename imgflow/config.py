@@ -316,7 +316,8 @@ def _validate_objective(cfg: RunConfig, need: typing.Callable[[bool, str], None]
     need(flow.prediction == "velocity", "flow.objective = 'mean_flow' predicts an average velocity: set flow.prediction = 'velocity'")
     need(0.0 <= flow.mean_flow_equal_fraction <= 1.0, f"flow.mean_flow_equal_fraction must be in [0, 1], got {flow.mean_flow_equal_fraction}")
     need(flow.mean_flow_time_std >= 0, f"flow.mean_flow_time_std must be >= 0 (0 = uniform times), got {flow.mean_flow_time_std}")
-    need(flow.mean_flow_guidance_mix < 1.0, f"flow.mean_flow_guidance_mix must be < 1, got {flow.mean_flow_guidance_mix}")
+    need(0.0 <= flow.mean_flow_guidance_mix < 1.0, f"flow.mean_flow_guidance_mix must be in [0, 1), got {flow.mean_flow_guidance_mix}")
+    need(flow.mean_flow_guidance > 0.0, f"flow.mean_flow_guidance must be > 0 (1 = no guidance), got {flow.mean_flow_guidance}")
     need(flow.mean_flow_adaptive_p >= 0, f"flow.mean_flow_adaptive_p must be >= 0, got {flow.mean_flow_adaptive_p}")
     need((flow.mean_flow_guidance == 1.0 and flow.mean_flow_guidance_mix == 0.0) or model.class_conditional,
          "flow.mean_flow_guidance needs a class-conditional model; set model.class_conditional = true or the guidance to 1")

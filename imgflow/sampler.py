@@ -254,9 +254,12 @@ class Sampler:
 
     @property
     def trained_guidance(self) -> float | None:
-        """The guidance scale a MeanFlow model was trained to sample like at guidance 1 (None for velocity models)."""
+        """The guidance scale a MeanFlow model was trained to sample like at guidance 1 (None for velocity models;
+        1 for an unconditional flow map, whose training had no labels to guide with)."""
         if not self.flow_map:
             return None
+        if not self.conditional:
+            return 1.0
         from imgflow.core.mean_flow import trained_guidance
 
         return trained_guidance(self.config.flow.mean_flow_guidance, self.config.flow.mean_flow_guidance_mix)

@@ -138,8 +138,15 @@ def test_mean_flow_config_errors():
         load_config(None, {"flow.objective": "mean_flow"})
     with pytest.raises(ConfigError, match="sample.solver = 'flow_map' needs a flow-map model"):
         load_config(None, {"sample.solver": "flow_map"})
-    with pytest.raises(ConfigError, match="mean_flow_guidance_mix must be < 1"):
-        load_config(None, {"flow.objective": "mean_flow", "model.second_time": "interval", "flow.mean_flow_guidance_mix": 1.0})
+    mean_flow = {"flow.objective": "mean_flow", "model.second_time": "interval"}
+    for key, value, message in (("flow.mean_flow_guidance_mix", 1.0, r"must be in \[0, 1\), got 1.0"),
+                                ("flow.mean_flow_guidance_mix", -0.5, r"must be in \[0, 1\), got -0.5"),
+                                ("flow.mean_flow_guidance", 0.0, "must be > 0 .1 = no guidance., got 0.0"),
+                                ("flow.mean_flow_time_std", -1.0, "must be >= 0 .0 = uniform times."),
+                                ("flow.mean_flow_equal_fraction", 1.5, r"must be in \[0, 1\], got 1.5"),
+                                ("flow.prediction", "noise", "set flow.prediction = 'velocity'")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, {**mean_flow, key: value})
 
 
 def test_mean_flow_runs_under_bf16_autocast(tmp_path):
@@ -184,3 +191,17 @@ def test_a_checkpoint_from_before_the_second_time_loads_and_samples_as_before(tm
     sampler = Sampler.from_checkpoint(old, device="cpu")
     assert not sampler.flow_map and sampler.trained_guidance is None
     assert torch.equal(sampler.sample(4, steps=2).images, before.images)
+
+
+def test_an_unlabelled_flow_map_trains_without_guidance_and_says_so(tmp_path):
+    """A guided recipe on unlabelled data (a flat folder) trains unconditionally: no guidance is folded in."""
+    from imgflow.data import ImageData
+
+    data = ImageData(blob_images(32).images, None)
+    cfg = mean_flow_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2})
+    trainer = Trainer(cfg, data=data)
+    assert trainer.objective.guidance is None
+    trainer.run(progress=False)
+    sampler = Sampler.from_checkpoint(tmp_path / "run", device="cpu")
+    assert not sampler.conditional and sampler.trained_guidance == 1.0
+    assert sampler.sample(4, steps=1).labels is None
