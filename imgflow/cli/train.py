@@ -8,6 +8,7 @@ SIGTERM or Ctrl-C write a checkpoint of the current step and stop; `--resume lat
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,25 +35,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = trainer.run(progress=not args.no_progress)
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return finish(3)
     except TrainingInterrupted as exc:
         if trainer.is_main:
             print(f"interrupted: {exc}", file=sys.stderr)
-        return exc.exit_code
-    finally:
-        close_process_group()
+        return finish(exc.exit_code)
     if trainer.is_main:
         print(f"stopped at step {result.step} ({result.stopped_by}); checkpoint {result.last_checkpoint}")
-    return 0
+    return finish(0)
 
 
-def close_process_group() -> None:
-    """Tear down torch.distributed's group (torchrun / accelerate launch) before the process exits.
+def finish(code: int) -> int:
+    """Return code; in a torchrun / accelerate launch process, end the process here with it instead.
 
-    Left to the interpreter's exit, gloo's threads can outlive the group and abort one rank
-    ("terminate called without an active exception", SIGABRT) after a run that succeeded.
+    Every file of the run is written and closed and the last collective (the barrier after the
+    final checkpoint) is behind us. Left to the interpreter's teardown, gloo's C++ threads can be
+    destroyed while joinable and abort a rank ("terminate called without an active exception",
+    SIGABRT; about 1 two-process run in 15 on a loaded 2-core machine, with or without
+    destroy_process_group), which makes torchrun report a finished run as failed. os._exit skips
+    that teardown.
     """
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
