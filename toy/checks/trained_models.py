@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -120,12 +121,7 @@ def flow_map_null_band(ctx: Context) -> dict[str, float]:
     few thousandths.
     """
 
-    def build():
-        torch.manual_seed(ctx.seed_for("flow_map_null"))
-        t = flow_map_lab(ctx).target
-        return null_distance_band(t.sample, t.sample, ctx.sizes.n_samples, 2 * ctx.sizes.null_repeats, k=NULL_K)
-
-    return ctx.cached("flow_map_null", build)
+    return _null_band(ctx, "flow_map_null", lambda: flow_map_lab(ctx).target, 2 * ctx.sizes.null_repeats)
 
 
 def flow_map_model(ctx: Context) -> tuple[MLPFlowMap, list[float]]:
@@ -155,12 +151,18 @@ def checkerboard_setup(ctx: Context) -> tuple[LinearPath, MLPVectorField, list[f
 def target_null_band(ctx: Context) -> dict[str, float]:
     """Null band of the energy distance between two target samples of size n_samples."""
 
-    def build():
-        torch.manual_seed(ctx.seed_for("target_null"))
-        t = gmm_lab(ctx).target
-        return null_distance_band(t.sample, t.sample, ctx.sizes.n_samples, ctx.sizes.null_repeats, k=NULL_K)
+    return _null_band(ctx, "target_null", lambda: gmm_lab(ctx).target, ctx.sizes.null_repeats)
 
-    return ctx.cached("target_null", build)
+
+def _null_band(ctx: Context, name: str, target: Callable[[], GaussianMixture], repeats: int) -> dict[str, float]:
+    """The null band of energy distances between two samples of size n_samples of target(), cached as name."""
+
+    def build():
+        torch.manual_seed(ctx.seed_for(name))
+        t = target()
+        return null_distance_band(t.sample, t.sample, ctx.sizes.n_samples, repeats, k=NULL_K)
+
+    return ctx.cached(name, build)
 
 
 def ode_samples(ctx: Context) -> tuple[Tensor, Tensor]:
