@@ -35,7 +35,7 @@ _EXPORTS = {
     "evaluate_checkpoint": "imgflow.evaluation.report",
     "EvalReport": "imgflow.evaluation.report",
     "sweep_checkpoint": "imgflow.evaluation.sweep",
-    "budget_comparison": "imgflow.evaluation.budget",
+    "budget_comparison": "imgflow.experiments.budget",
     "Judge": "imgflow.evaluation.judge",
 }
 

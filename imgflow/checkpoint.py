@@ -2,8 +2,9 @@
 
 One file per checkpoint, `ckpt-00001000.safetensors`, holds tensors under prefixes
 `model.` (raw weights), `ema.` (EMA weights), `optimizer.` (optimiser state tensors), and
-the metadata strings `format`, `config` (the full run configuration as JSON), `data_spec`
-(channels, size and class names of the training data), `step`, `optimizer`, `scheduler` and
+the metadata strings `format`, `config` (the full run configuration as JSON), `model_record`
+(what sampling needs on its own: `imgflow.model_record.ModelRecord`), `data_spec` (channels, size and
+class names of the training data), `step`, `optimizer`, `scheduler` and
 `grad_scaler` (JSON of their non-tensor state; the scaler only under fp16). A file is written to a
 temporary name, flushed to disk and renamed; the `latest` text file is replaced the same way,
 so a run killed at any instant leaves the previous checkpoint loadable and `latest` valid.
@@ -25,6 +26,7 @@ from torch import Tensor
 from imgflow.config import ConfigError, RunConfig
 from imgflow.data import DataSpec, dataset_spec
 from imgflow.files import atomic_save_safetensors, atomic_write_bytes
+from imgflow.model_record import ModelRecord, record_from_config
 
 FORMAT = "imgflow-checkpoint-1"
 LATEST = "latest"
@@ -35,9 +37,18 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, folder gone); the previous one is intact."""
+
+
 @dataclass
 class Checkpoint:
-    """The contents of one checkpoint file."""
+    """The contents of one checkpoint file.
+
+    `record` is what sampling needs (built from it alone); `config` is the training config as far as this
+    version can read it (keys that moved are mapped, unknown ones dropped, nothing range-checked);
+    `training_config()` reads it strictly, as resuming needs.
+    """
 
     path: Path
     config: RunConfig
@@ -49,6 +60,16 @@ class Checkpoint:
     extra: dict[str, str] = field(default_factory=dict)
     spec: DataSpec | None = None
     grad_scaler: dict[str, Any] | None = None
+    record: ModelRecord | None = None
+    config_json: str = ""
+
+    def training_config(self) -> RunConfig:
+        """The run configuration, validated as a new run's would be (for resuming): a CheckpointError if it no longer is."""
+        try:
+            return RunConfig.from_json(self.config_json, source=f"{self.path.name} metadata")
+        except (json.JSONDecodeError, ConfigError) as exc:
+            raise CheckpointError(f"cannot resume from {self.path}: its training config is not valid in this version ({exc}); "
+                                  "sample from it, or start a new run.output_dir") from None
 
     def weights(self, which: str = "ema") -> dict[str, Tensor]:
         """The 'ema' weights (falling back to raw ones when the run kept no EMA) or the 'raw' ones."""
@@ -97,6 +118,7 @@ def save_checkpoint(
     extra_metadata: dict[str, str] | None = None,
     spec: DataSpec | None = None,
     grad_scaler_state: dict[str, Any] | None = None,
+    record: ModelRecord | None = None,
 ) -> Path:
     """Write ckpt-<step>.safetensors atomically, point `latest` at it, prune to keep_last (0 = keep all)."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +127,8 @@ def save_checkpoint(
     metadata = {**(extra_metadata or {}), "format": FORMAT, "config": config.to_json(), "step": str(step)}
     if spec is not None:
         metadata["data_spec"] = spec.to_json()
+    if record is not None:
+        metadata["model_record"] = record.to_json()
     if optimizer_state is not None:
         opt_tensors, opt_rest = _split_optimizer(optimizer_state)
         tensors.update(opt_tensors)
@@ -186,9 +210,9 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
         raise CheckpointError(f"{path} is a safetensors file but not an imgflow checkpoint (no '{FORMAT}' format tag); "
                               "pass a ckpt-*.safetensors written by train_images.py")
     try:
-        config = RunConfig.from_json(metadata["config"], source=f"{path.name} metadata")
-    except (KeyError, json.JSONDecodeError, ConfigError) as exc:
-        raise CheckpointError(f"{path} has no valid run configuration in its metadata ({exc}); it cannot be rebuilt") from None
+        config = RunConfig.from_json(metadata["config"], source=f"{path.name} metadata", lenient=True)
+    except (KeyError, json.JSONDecodeError, ConfigError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} has no readable run configuration in its metadata ({exc}); it cannot be rebuilt") from None
     groups: dict[str, dict[str, Tensor]] = {"model": {}, "ema": {}, "optimizer": {}}
     for key, value in tensors.items():
         prefix, _, rest = key.partition(".")
@@ -200,14 +224,24 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
         spec = DataSpec.from_json(metadata["data_spec"]) if "data_spec" in metadata else dataset_spec(config.data)
     except (ValueError, TypeError, KeyError) as exc:
         raise CheckpointError(f"{path} has no valid description of its data ({exc}); it cannot be rebuilt") from None
-    known = ("format", "config", "step", "optimizer", "scheduler", "data_spec", "grad_scaler")
+    try:  # checkpoints from before model records (issue 16) are described by their training config
+        record = ModelRecord.from_json(metadata["model_record"]) if "model_record" in metadata else record_from_config(config, spec)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path} has no valid model record ({exc}); it cannot be rebuilt") from None
+    known = ("format", "config", "step", "optimizer", "scheduler", "data_spec", "grad_scaler", "model_record")
     extra = {k: v for k, v in metadata.items() if k not in known}
     return Checkpoint(path, config, int(metadata.get("step", 0)), groups["model"], groups["ema"], optimizer, scheduler, extra,
-                      spec, scaler)
+                      spec, scaler, record, metadata["config"])
 
 
 def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path: Path | str) -> None:
-    """load_state_dict(strict) with a one-line error naming what does not match."""
+    """load_state_dict(strict) with a one-line error naming what does not match.
+
+    Parameter names a network has since renamed (its `legacy_renames`) are moved to the new ones first.
+    """
+    from imgflow.nn.conditioning import rename_legacy_keys
+
+    weights = rename_legacy_keys(weights, getattr(module, "legacy_renames", {}))
     own = module.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]

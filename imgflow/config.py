@@ -34,44 +34,69 @@ class RunSection:
     seed: int = 0
 
 
+class VariantSection:
+    """A section whose selector key picks a registry entry with options of its own, in `[section.<name>]`.
+
+    `options` is the options dataclass of the selected entry (defaults until a key of it is set);
+    `variant(name)` gives any registered entry's options. Only the selected entry's options are
+    validated, written to JSON and used.
+    """
+
+    selector: typing.ClassVar[str]
+
+    def variant(self, name: str) -> Any:
+        store = self.__dict__.setdefault("_variants", {})
+        if name not in store:
+            store[name] = variant_registry(self)[name]()
+        return store[name]
+
+    @property
+    def options(self) -> Any:
+        return self.variant(getattr(self, self.selector))
+
+    def variant_names(self) -> tuple[str, ...]:
+        return tuple(variant_registry(self))
+
+    def __getattr__(self, name: str) -> Any:
+        """cfg.model.unet, cfg.flow.mean_flow, cfg.data.folder: a registered entry's options by its name."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            registry = variant_registry(self)
+        except Exception:  # pragma: no cover - registry not importable yet
+            registry = {}
+        if name in registry:
+            return self.variant(name)
+        raise AttributeError(f"{type(self).__name__} has no key or section {name!r}")
+
+
 @dataclass
-class DataSection:
-    dataset: str = "mnist"  # folder (your images at data.path) or a torchvision dataset (mnist, fashion_mnist, cifar10, ...)
+class DataSection(VariantSection):
+    """[data]; the options of a data source live in [data.<dataset>] (e.g. [data.folder] path = "...")."""
+
+    selector: typing.ClassVar[str] = "dataset"
+    dataset: str = "mnist"  # folder (your images at data.folder.path) or a torchvision dataset (mnist, fashion_mnist, cifar10, ...)
     data_root: str = "data"  # where torchvision datasets live
     image_size: int = 28  # 28 keeps MNIST as is; 32 pads (or resizes, see resize) it
     resize: bool = False  # torchvision data: True = bilinear resize to image_size (the course lab); False = pad with background
     download: bool = True
     hflip: bool = False  # random horizontal flips (datasets whose classes survive a mirror image)
-    path: str = ""  # folder data: the folder of images; its sub-folders are the classes
-    channels: int = 0  # folder data: 1 (grey) or 3 (RGB); 0 = the dataset's own (3 for folders)
-    fit: str = "crop"  # folder data: crop (shorter side to image_size, centre crop) | pad (longer side, black borders)
-    holdout_fraction: float = 0.1  # folder data: the share of files held out for evaluation (chosen by path, deterministic)
-    skip_bad_images: bool = False  # folder data: leave unreadable images out (counted) instead of stopping
-    cache_dir: str = ""  # folder data: where converted images are cached ("" = ~/.cache/imgflow/folders)
-    workers: int = 0  # folder data: conversion processes (0 = the available cores)
 
 
 @dataclass
-class ModelSection:
-    arch: str = "unet"  # unet | lab_unet
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2, 2)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (7,)
-    mid_attention: bool = True  # self-attention in the middle block (costly at 14x14 on a CPU)
-    num_heads: int = 4
-    head_channels: int = 0  # > 0: attention heads of this width instead of num_heads (ADM's num_head_channels)
-    scale_shift: bool = False  # FiLM (scale, shift) conditioning in the residual blocks (ADM's use_scale_shift_norm)
-    dropout: float = 0.0
-    time_embedding: str = "sinusoidal"  # sinusoidal | fourier
-    time_scale: float = 1000.0  # sinusoids of time_scale * t (1000: DDPM's convention)
-    class_conditional: bool = True
-    second_time: str = "none"  # a flow-map model u(x, t, r) embeds "interval" (r - t, MeanFlow's choice) or "end" (r)
-    embed_dim: int = 40  # lab_unet only: time/label embedding width
+class ModelSection(VariantSection):
+    """[model]; the network's own keys live in [model.<arch>] (e.g. [model.unet] base_channels = 16)."""
+
+    selector: typing.ClassVar[str] = "arch"
+    arch: str = "unet"  # a registered backbone: unet | lab_unet | dit | ...
+    class_conditional: bool = True  # take class labels when the data has them (guidance needs it)
 
 
 @dataclass
-class FlowSection:
+class FlowSection(VariantSection):
+    """[flow]; an objective's own keys live in [flow.<objective>] (e.g. [flow.mean_flow] guidance = 1.5)."""
+
+    selector: typing.ClassVar[str] = "objective"
     objective: str = "flow_matching"  # flow_matching (a velocity model) | mean_flow (a flow map for 1-2 step sampling)
     schedule: str = "linear"  # linear (linear path) | cosine | sqrt (Gaussian paths)
     prediction: str = "velocity"  # velocity | noise
@@ -80,13 +105,6 @@ class FlowSection:
     logit_normal_mean: float = 0.0
     logit_normal_std: float = 1.0
     label_dropout: float = 0.1
-    # mean_flow: (t, r) are two sorted logit-normal draws (std 0: uniform), r = t for `equal_fraction` of the samples
-    mean_flow_time_mean: float = 0.4
-    mean_flow_time_std: float = 1.0
-    mean_flow_equal_fraction: float = 0.75
-    mean_flow_guidance: float = 1.0  # omega: guidance folded into the training target (samples like w = omega / (1 - kappa))
-    mean_flow_guidance_mix: float = 0.0  # kappa: weight of the model's own conditional velocity in that target
-    mean_flow_adaptive_p: float = 1.0  # loss weight 1 / (error + eps)^p (0 = plain squared error)
 
 
 @dataclass
@@ -136,25 +154,56 @@ class RunConfig:
     sample: SampleSection = field(default_factory=SampleSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """{'section': {'key': value, '<selected variant>': {'key': value}}}, as a TOML file would nest it."""
+        out: dict[str, dict[str, Any]] = {}
+        for f in dataclasses.fields(self):
+            obj = getattr(self, f.name)
+            out[f.name] = dataclasses.asdict(obj)
+            if isinstance(obj, VariantSection):
+                out[f.name][getattr(obj, obj.selector)] = dataclasses.asdict(obj.options)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> RunConfig:
-        """Build and validate from {'section': {'key': value}}; unknown keys are errors."""
+    def from_dict(cls, raw: dict[str, Any], source: str = "config", lenient: bool = False) -> RunConfig:
+        """Build and validate from {'section': {'key': value}}; unknown keys are errors.
+
+        lenient: for reading what an older or newer version wrote (a checkpoint's record of its training
+        config): keys that moved are mapped, unknown keys are dropped with one warning line, and nothing
+        is range-checked.
+        """
         cfg = cls()
-        apply_tables(cfg, raw, source)
-        validate(cfg)
+        apply_tables(cfg, raw, source, lenient=lenient)
+        if not lenient:
+            validate(cfg)
         return cfg
 
     @classmethod
-    def from_json(cls, text: str, source: str = "checkpoint metadata") -> RunConfig:
-        return cls.from_dict(json.loads(text), source)
+    def from_json(cls, text: str, source: str = "checkpoint metadata", lenient: bool = False) -> RunConfig:
+        return cls.from_dict(json.loads(text), source, lenient)
 
 
 SECTIONS = [f.name for f in dataclasses.fields(RunConfig)]
+
+
+def variant_registry(section: VariantSection) -> dict[str, type]:
+    """{entry name: options dataclass} of the registry that a variant section's selector picks from."""
+    if isinstance(section, ModelSection):
+        from imgflow.nn.backbones import backbones
+
+        return {name: entry.options for name, entry in backbones().items()}
+    if isinstance(section, FlowSection):
+        from imgflow.training.objectives import OBJECTIVES
+
+        return {name: entry.options for name, entry in OBJECTIVES.items()}
+    if isinstance(section, DataSection):
+        from imgflow.data import DATASETS
+
+        return {name: entry.options for name, entry in DATASETS.items()}
+    raise TypeError(f"{type(section).__name__} has no registry")  # pragma: no cover
+
 
 def _choices() -> dict[str, tuple[str, ...]]:
     """The allowed values of every choice key, read from the registries that define them."""
@@ -162,19 +211,15 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
     from imgflow.core import REDUCTIONS, SCHEDULES, SOLVERS, TIME_GRIDS, TIME_SAMPLINGS
     from imgflow.data import DATASETS
-    from imgflow.data.folder import FITS
-    from imgflow.nn import ARCHS, TIME_EMBEDDINGS
+    from imgflow.nn.backbones import backbones
+    from imgflow.training.objectives import OBJECTIVES, PREDICTIONS
 
     return {
         "data.dataset": tuple(DATASETS),
-        "data.fit": FITS,
-        "model.arch": tuple(ARCHS),
-        "model.time_embedding": tuple(TIME_EMBEDDINGS),
-        "flow.objective": ("flow_matching", "mean_flow"),
-        "model.second_time": ("none", "interval", "end"),
+        "model.arch": tuple(backbones()),
+        "flow.objective": tuple(OBJECTIVES),
         "flow.schedule": tuple(SCHEDULES),
-        # the predictions whose training target stays finite up to t = 1 (a score's does not)
-        "flow.prediction": ("velocity", "noise"),
+        "flow.prediction": PREDICTIONS,
         "flow.loss_reduction": REDUCTIONS,
         "flow.time_sampling": TIME_SAMPLINGS,
         "train.on_nonfinite": ("stop", "skip"),
@@ -184,7 +229,21 @@ def _choices() -> dict[str, tuple[str, ...]]:
     }
 
 
-CHOICES: dict[str, tuple[str, ...]] = _choices()
+class _Choices(typing.Mapping[str, tuple[str, ...]]):
+    """CHOICES, read from the registries when first used (a backbone registered later is still a choice)."""
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return _choices()[key]
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(_choices())
+
+    def __len__(self) -> int:
+        return len(_choices())
+
+
+#: 'section.key' -> its allowed values
+CHOICES: typing.Mapping[str, tuple[str, ...]] = _Choices()
 
 
 def _suggest(name: str, options: typing.Iterable[str]) -> str:
@@ -192,13 +251,17 @@ def _suggest(name: str, options: typing.Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def all_keys() -> list[str]:
-    """Every 'section.key' the configuration knows."""
-    return [
-        f"{s}.{f.name}"
-        for s in SECTIONS
-        for f in dataclasses.fields(typing.get_type_hints(RunConfig)[s])
-    ]
+def all_keys(cfg: RunConfig | None = None) -> list[str]:
+    """Every 'section.key' and 'section.variant.key' the configuration knows."""
+    cfg = cfg or RunConfig()
+    keys = []
+    for s in SECTIONS:
+        obj = getattr(cfg, s)
+        keys += [f"{s}.{f.name}" for f in dataclasses.fields(obj)]
+        if isinstance(obj, VariantSection):
+            for name in obj.variant_names():
+                keys += [f"{s}.{name}.{f.name}" for f in dataclasses.fields(obj.variant(name))]
+    return keys
 
 
 def _field_type(section_obj: Any, key: str) -> Any:
@@ -206,8 +269,13 @@ def _field_type(section_obj: Any, key: str) -> Any:
 
 
 def coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
-    """Check `value` against a field annotation (int, float, bool, str, tuple[int, ...])."""
+    """Check `value` against a field annotation (int, float, bool, str, tuple[int, ...], or X | None)."""
     where = f"config key {key} (from {source})"
+    args = typing.get_args(annotation)
+    if type(None) in args and len(args) == 2:  # X | None: TOML has no null, so a value is an X (leave the key out for None)
+        annotation = next(a for a in args if a is not type(None))
+        if value is None:
+            return None
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -231,27 +299,173 @@ def coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
     raise TypeError(f"unsupported annotation {annotation!r} for {key}")  # pragma: no cover
 
 
+def _target(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, str]:
+    """(the dataclass object that holds the key, the key) for 'section.key' or 'section.variant.key'."""
+    parts = dotted.split(".")
+    unknown = ConfigError(f"unknown config key {dotted!r} (from {source}){_suggest(dotted, all_keys(cfg))}")
+    if parts[0] not in SECTIONS or len(parts) not in (2, 3) or not all(parts):
+        raise unknown
+    obj = getattr(cfg, parts[0])
+    if len(parts) == 3:
+        if not isinstance(obj, VariantSection) or parts[1] not in obj.variant_names():
+            raise unknown
+        obj.__dict__.setdefault("_set_variants", set()).add(parts[1])
+        obj = obj.variant(parts[1])
+    if parts[-1] not in [f.name for f in dataclasses.fields(obj)]:
+        raise unknown
+    return obj, parts[-1]
+
+
 def set_value(cfg: RunConfig, dotted: str, value: Any, source: str = "command line") -> None:
-    """Set 'section.key' on cfg after checking that the key exists and the type fits."""
-    section, _, key = dotted.partition(".")
-    if section not in SECTIONS or not key:
-        raise ConfigError(f"unknown config key {dotted!r} (from {source}){_suggest(dotted, all_keys())}")
-    obj = getattr(cfg, section)
-    names = [f.name for f in dataclasses.fields(obj)]
-    if key not in names:
-        raise ConfigError(f"unknown config key {dotted!r} (from {source}){_suggest(dotted, all_keys())}")
+    """Set 'section.key' (or 'section.variant.key') on cfg after checking that the key exists and the type fits.
+
+    A key of the flat layout before issue 16 (model.base_channels, flow.mean_flow_guidance, data.path, ...)
+    is set where it lives now, with a one-line note on stderr.
+    """
+    moved = migrate_flat({dotted.split(".")[0]: _nest(dotted.split(".")[1:], value)} if "." in dotted else {}, _selected(cfg))
+    if moved.notes:
+        _note(moved.notes, source)
+        for new_dotted, new_value in flatten_tables(moved.tables):
+            obj, key = _target(cfg, new_dotted, source)
+            setattr(obj, key, coerce(new_value, _field_type(obj, key), new_dotted, source))
+        return
+    obj, key = _target(cfg, dotted, source)
     setattr(obj, key, coerce(value, _field_type(obj, key), dotted, source))
 
 
-def apply_tables(cfg: RunConfig, raw: dict[str, Any], source: str) -> None:
-    """Set every key of {'section': {'key': value}} on cfg (type-checked, not yet validated)."""
+def _nest(parts: list[str], value: Any) -> Any:
+    return value if not parts else {parts[0]: _nest(parts[1:], value)}
+
+
+def flatten_tables(tables: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """[('section.key' or 'section.variant.key', value)] of nested tables."""
+    out = []
+    for key, value in tables.items():
+        if isinstance(value, dict):
+            out += flatten_tables(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _selected(cfg: RunConfig) -> dict[str, str]:
+    return {"model": cfg.model.arch, "flow": cfg.flow.objective, "data": cfg.data.dataset}
+
+
+def apply_tables(cfg: RunConfig, raw: dict[str, Any], source: str, lenient: bool = False) -> None:
+    """Set every key of {'section': {'key': value, 'variant': {'key': value}}} on cfg (type-checked, not yet validated).
+
+    Flat files of the layout before issue 16 are mapped to today's sections first (one note line on stderr).
+    lenient: unknown sections and keys are dropped (one warning line) instead of refused.
+    """
     for section, values in raw.items():
         if section not in SECTIONS:
+            if lenient:
+                continue
             raise ConfigError(f"unknown config section [{section}] in {source}{_suggest(section, SECTIONS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] in {source} must be a table of keys, got {type(values).__name__}")
-        for key, value in values.items():
-            set_value(cfg, f"{section}.{key}", value, source)
+    selectors = {s: raw.get(s, {}).get(getattr(type(getattr(cfg, s)), "selector", ""), None) for s in SECTIONS}
+    selected = {s: v for s, v in selectors.items() if isinstance(v, str)}
+    migrated = migrate_flat({s: v for s, v in raw.items() if s in SECTIONS}, {**_selected(cfg), **selected})
+    if migrated.notes and not lenient:
+        _note(migrated.notes, source)
+    dropped = []
+    for dotted, value in flatten_tables(migrated.tables):
+        try:
+            obj, key = _target(cfg, dotted, source)
+        except ConfigError:
+            if not lenient:
+                raise
+            dropped.append(dotted)
+            continue
+        try:
+            setattr(obj, key, coerce(value, _field_type(obj, key), dotted, source))
+        except ConfigError:
+            if not lenient:
+                raise
+            dropped.append(dotted)
+    if dropped:
+        print(f"warning: {source}: ignored {len(dropped)} key(s) this version does not know ({', '.join(dropped[:4])}"
+              f"{', ...' if len(dropped) > 4 else ''})", file=sys.stderr)
+
+
+def _note(notes: list[str], source: str) -> None:
+    shown = "; ".join(notes[:6]) + (f"; and {len(notes) - 6} more" if len(notes) > 6 else "")
+    print(f"note: {source} uses the flat config layout of imgflow 0.2 and still loads; moved: {shown}", file=sys.stderr)
+
+
+@dataclass
+class Migrated:
+    tables: dict[str, Any]
+    notes: list[str]
+
+
+#: keys of the flat [model] section before issue 16 that belonged to the U-Net (now [model.unet])
+_FLAT_UNET = ("base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "mid_attention", "num_heads",
+              "head_channels", "scale_shift", "dropout", "time_embedding", "time_scale", "second_time")
+#: the folder-only keys of the flat [data] section (now [data.folder])
+_FLAT_FOLDER = ("path", "channels", "fit", "holdout_fraction", "skip_bad_images", "cache_dir", "workers")
+#: placeholders of the flat layout that meant "not set" (now: leave the key out)
+_PLACEHOLDERS = {("model", "head_channels"): 0, ("model", "second_time"): "none", ("data", "channels"): 0,
+                 ("data", "cache_dir"): "", ("data", "workers"): 0, ("data", "path"): "", ("model", "embed_dim"): None}
+
+
+def migrate_flat(raw: dict[str, Any], selected: dict[str, str]) -> Migrated:
+    """Map keys of the flat layout (before issue 16) to today's sections; `selected`: the section's selector values.
+
+    [model] U-Net keys -> [model.unet] (with arch = lab_unet: base_channels x channel_mults -> channels,
+    num_res_blocks -> num_residual_layers, embed_dim -> embed_dim); [flow] mean_flow_X -> [flow.mean_flow] X;
+    the seven folder keys of [data] -> [data.folder]; placeholders (head_channels = 0, second_time = "none",
+    channels = 0, cache_dir = "", workers = 0, path = "") are dropped, since leaving the key out says the same.
+    """
+    tables = {s: dict(v) if isinstance(v, dict) else v for s, v in raw.items()}
+    notes: list[str] = []
+
+    def move(section: str, key: str, dest: tuple[str, ...], value: Any) -> None:
+        tables[section].pop(key, None)
+        if _PLACEHOLDERS.get((section, key), object()) == value or ((section, key) == ("model", "second_time") and value == "none"):
+            notes.append(f"{section}.{key} = {value!r} -> left out (unset)")
+            return
+        node = tables
+        for part in dest[:-1]:
+            node = node.setdefault(part, {})
+        node[dest[-1]] = value
+        notes.append(f"{section}.{key} -> {'.'.join(dest)}")
+
+    model = tables.get("model")
+    if isinstance(model, dict):
+        arch = selected.get("model", "unet")
+        flat = {k: model[k] for k in (*_FLAT_UNET, "embed_dim") if k in model and not isinstance(model[k], dict)}
+        if arch == "lab_unet" and flat:
+            for key in flat:
+                model.pop(key)
+            lab = tables["model"].setdefault("lab_unet", {})
+            if "base_channels" in flat or "channel_mults" in flat:
+                lab["channels"] = [flat.get("base_channels", 32) * m for m in flat.get("channel_mults", (1, 2, 2))]
+                notes.append("model.base_channels x model.channel_mults -> model.lab_unet.channels")
+            if "num_res_blocks" in flat:
+                lab["num_residual_layers"] = flat["num_res_blocks"]
+                notes.append("model.num_res_blocks -> model.lab_unet.num_residual_layers")
+            if "embed_dim" in flat:
+                lab["embed_dim"] = flat["embed_dim"]
+                notes.append("model.embed_dim -> model.lab_unet.embed_dim")
+        else:
+            for key, value in flat.items():
+                if key == "embed_dim":
+                    model.pop(key)
+                    notes.append("model.embed_dim (lab_unet only) dropped")
+                else:
+                    move("model", key, ("model", arch if arch != "lab_unet" else "unet", key), value)
+    flow = tables.get("flow")
+    if isinstance(flow, dict):
+        for key in [k for k in flow if k.startswith("mean_flow_") and not isinstance(flow[k], dict)]:
+            move("flow", key, ("flow", "mean_flow", key[len("mean_flow_"):]), flow[key])
+    data = tables.get("data")
+    if isinstance(data, dict):
+        for key in [k for k in _FLAT_FOLDER if k in data and not isinstance(data[k], dict)]:
+            move("data", key, ("data", "folder", key), data[key])
+    return Migrated(tables, notes)
 
 
 def parse_literal(text: str) -> Any:
@@ -263,8 +477,8 @@ def parse_literal(text: str) -> Any:
 
 
 def validate(cfg: RunConfig) -> None:
-    """Choices and ranges that a type check cannot see."""
-    for dotted, options in CHOICES.items():
+    """Choices and ranges that a type check cannot see; each variant's options validate themselves."""
+    for dotted, options in _choices().items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
         if value not in options:
@@ -274,7 +488,7 @@ def validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    train, model, data, flow, sample = cfg.train, cfg.model, cfg.data, cfg.flow, cfg.sample
+    train, data, flow, sample = cfg.train, cfg.data, cfg.flow, cfg.sample
     need(train.lr > 0, f"train.lr must be > 0, got {train.lr}")
     need(train.steps >= 1, f"train.steps must be >= 1, got {train.steps}")
     need(train.batch_size >= 1, f"train.batch_size must be >= 1, got {train.batch_size}")
@@ -289,58 +503,60 @@ def validate(cfg: RunConfig) -> None:
         need(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
     need(train.sample_every >= 0, f"train.sample_every must be >= 0 (0 = never), got {train.sample_every}")
     need(data.image_size >= 4, f"data.image_size must be >= 4, got {data.image_size}")
-    _validate_data(data)
-    need(model.base_channels >= 1 and model.num_res_blocks >= 1, "model.base_channels and model.num_res_blocks must be >= 1")
-    need(len(model.channel_mults) >= 1 and all(c >= 1 for c in model.channel_mults),
-         "model.channel_mults must be a non-empty list of positive integers")
-    need(0.0 <= model.dropout < 1.0, f"model.dropout must be in [0, 1), got {model.dropout}")
     need(0.0 <= flow.label_dropout < 1.0, f"flow.label_dropout must be in [0, 1), got {flow.label_dropout}")
     need(flow.logit_normal_std > 0, f"flow.logit_normal_std must be > 0, got {flow.logit_normal_std}")
-    _validate_objective(cfg, need)
     need(sample.num_steps >= 1, f"sample.num_steps must be >= 1, got {sample.num_steps}")
     need(sample.num_images >= 1, f"sample.num_images must be >= 1, got {sample.num_images}")
     need(sample.sde_epsilon >= 0, f"sample.sde_epsilon must be >= 0, got {sample.sde_epsilon}")
-    need(sample.guidance_scale == 1.0 or model.class_conditional,
+    _validate_variants(cfg)
+    need(sample.guidance_scale == 1.0 or cfg.model.class_conditional,
          f"sample.guidance_scale = {sample.guidance_scale} needs a class-conditional model; "
          "set model.class_conditional = true or guidance_scale = 1")
 
 
-def _validate_objective(cfg: RunConfig, need: typing.Callable[[bool, str], None]) -> None:
-    flow, model = cfg.flow, cfg.model
-    if flow.objective == "flow_matching":
-        need(cfg.sample.solver != "flow_map", "sample.solver = 'flow_map' needs a flow-map model (flow.objective = 'mean_flow'); "
-             "use euler or another ODE solver")
-        return
-    need(model.arch == "unet" and model.second_time != "none",
-         "flow.objective = 'mean_flow' trains a flow map u(x, t, r): set model.arch = 'unet' and model.second_time = 'interval'")
-    need(flow.prediction == "velocity", "flow.objective = 'mean_flow' predicts an average velocity: set flow.prediction = 'velocity'")
-    need(0.0 <= flow.mean_flow_equal_fraction <= 1.0, f"flow.mean_flow_equal_fraction must be in [0, 1], got {flow.mean_flow_equal_fraction}")
-    need(flow.mean_flow_time_std >= 0, f"flow.mean_flow_time_std must be >= 0 (0 = uniform times), got {flow.mean_flow_time_std}")
-    need(0.0 <= flow.mean_flow_guidance_mix < 1.0, f"flow.mean_flow_guidance_mix must be in [0, 1), got {flow.mean_flow_guidance_mix}")
-    need(flow.mean_flow_guidance > 0.0, f"flow.mean_flow_guidance must be > 0 (1 = no guidance), got {flow.mean_flow_guidance}")
-    need(flow.mean_flow_adaptive_p >= 0, f"flow.mean_flow_adaptive_p must be >= 0, got {flow.mean_flow_adaptive_p}")
-    need((flow.mean_flow_guidance == 1.0 and flow.mean_flow_guidance_mix == 0.0) or model.class_conditional,
-         "flow.mean_flow_guidance needs a class-conditional model; set model.class_conditional = true or the guidance to 1")
+def _validate_variants(cfg: RunConfig) -> None:
+    """The selected backbone, objective and data source check their own sections (and how they fit together)."""
+    for section in (cfg.model, cfg.flow, cfg.data):
+        chosen = getattr(section, section.selector)
+        stray = sorted(section.__dict__.get("_set_variants", set()) - {chosen})
+        if stray:
+            name = next(s for s in SECTIONS if getattr(cfg, s) is section)
+            raise ConfigError(f"[{name}.{stray[0]}] is set but {name}.{section.selector} = {chosen!r}: its keys apply only to "
+                              f"{name}.{section.selector} = {stray[0]!r}; remove them or set {name}.{section.selector} = {stray[0]!r}")
+    from imgflow.data import dataset_entry
+    from imgflow.nn.backbones import backbone
+    from imgflow.training.objectives import objective_entry
+
+    arch, model_options = backbone(cfg.model.arch), cfg.model.options
+    try:
+        arch.validate(model_options)
+    except ValueError as exc:
+        raise ConfigError(f"[model.{arch.name}] {exc}") from None
+    objective = objective_entry(cfg.flow.objective)
+    try:
+        objective.validate(cfg.flow.options, cfg)
+    except ValueError as exc:
+        raise ConfigError(f"[flow.{objective.name}] {exc}" if not str(exc).startswith(("flow.", "model.", "sample.")) else str(exc)) from None
+    if objective.flow_map and not arch.flow_map:
+        raise ConfigError(f"flow.objective = {objective.name!r} trains a flow map u(x, t, r), which model.arch = {arch.name!r} "
+                          f"cannot take (no second time); use one of: {', '.join(n for n, b in _backbones().items() if b.flow_map)}")
+    if cfg.flow.prediction not in objective.predictions:
+        raise ConfigError(f"flow.objective = {objective.name!r} trains flow.prediction {' or '.join(objective.predictions)}; "
+                          f"set flow.prediction = {objective.predictions[0]!r}")
+    if cfg.sample.solver == "flow_map" and not objective.flow_map:
+        raise ConfigError(f"sample.solver = 'flow_map' needs a flow-map model (flow.objective = 'mean_flow'); flow.objective = "
+                          f"{objective.name!r} trains a velocity: use euler or another ODE solver")
+    source = dataset_entry(cfg.data.dataset)
+    try:
+        source.validate(cfg.data, cfg.data.options)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _validate_data(data: DataSection) -> None:
-    from imgflow.data import TorchvisionDataset, dataset_entry
+def _backbones() -> dict[str, Any]:
+    from imgflow.nn.backbones import backbones
 
-    entry = dataset_entry(data.dataset)
-    if data.hflip and not getattr(entry, "flippable", True):
-        raise ConfigError(f"data.hflip = true would mirror {data.dataset} images into other symbols; set it false")
-    if isinstance(entry, TorchvisionDataset):
-        if data.channels not in (0, entry.channels):
-            raise ConfigError(f"{data.dataset} images have {entry.channels} channel(s); leave data.channels at 0 (got {data.channels})")
-        return
-    if not data.path:
-        raise ConfigError("data.dataset = 'folder' needs data.path, the folder that holds your images (sub-folders are classes)")
-    if data.channels not in (0, 1, 3):
-        raise ConfigError(f"data.channels must be 1 (grey) or 3 (RGB) for folder data, got {data.channels}")
-    if not 0.0 <= data.holdout_fraction < 1.0:
-        raise ConfigError(f"data.holdout_fraction must be in [0, 1), got {data.holdout_fraction}")
-    if data.workers < 0:
-        raise ConfigError(f"data.workers must be >= 0 (0 = the available cores), got {data.workers}")
+    return backbones()
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -357,8 +573,16 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
         source = str(p)
     cfg = RunConfig()
+    overrides = dict(overrides or {})
+    for dotted in [k for k in overrides if k in ("model.arch", "flow.objective", "data.dataset")]:
+        # a selector first, into the file's tables: the section's other keys may belong to the entry it selects
+        section, key = dotted.split(".")
+        value = overrides.pop(dotted)
+        set_value(cfg, dotted, value, "command line")
+        table = raw.get(section) if isinstance(raw.get(section), dict) else {}
+        raw = {**raw, section: {**table, key: value}}
     apply_tables(cfg, raw, source)
-    for dotted, value in (overrides or {}).items():
+    for dotted, value in overrides.items():
         set_value(cfg, dotted, value, "command line")
     validate(cfg)
     return cfg
@@ -366,17 +590,18 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 def add_override_arguments(parser: typing.Any, sections: typing.Sequence[str] = tuple(SECTIONS)) -> None:
     """Add one `--section.key VALUE` option per config key (of the given sections) to an argparse parser."""
-    defaults = RunConfig().to_dict()
-    for dotted in all_keys():
-        section, key = dotted.split(".")
+    defaults = RunConfig()
+    for dotted in all_keys(defaults):
+        section = dotted.split(".")[0]
         if section not in sections:
             continue
+        obj, key = _target(defaults, dotted, "defaults")
         parser.add_argument(
             f"--{dotted}",
             dest=f"override:{dotted}",
             metavar="VALUE",
             default=None,
-            help=f"override {dotted} (default {defaults[section][key]!r})",
+            help=f"override {dotted} (default {getattr(obj, key)!r})",
         )
 
 

@@ -52,23 +52,42 @@ def make_run_dir(run_dir: Path) -> None:
         raise ConfigError(f"run.output_dir {run_dir} is not writable ({exc.strerror}); choose another run.output_dir") from None
 
 
+def _flat(section: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in section.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | None = None) -> None:
-    """The checkpoint's data/model/flow sections, and the data it was trained on, must be the run's."""
-    old, new = ckpt.config.to_dict(), cfg.to_dict()
+    """The checkpoint's data/model/flow sections, and the data it was trained on, must be the run's.
+
+    The checkpoint's training config is read strictly here (the only place it is): one that this
+    version no longer accepts cannot be resumed, only sampled from.
+    """
+    from imgflow.data import dataset_entry
+
+    old, new = ckpt.training_config().to_dict(), cfg.to_dict()
+    where_only = set(dataset_entry(cfg.data.dataset).location_keys)  # where the data lives, not what it is
     for section in FROZEN_SECTIONS:
-        for key, value in new[section].items():
-            if key in ("data_root", "download", "path", "cache_dir", "workers", "skip_bad_images"):  # where the data lives, not what it is
+        old_keys, new_keys = _flat(old[section]), _flat(new[section])
+        for key, value in new_keys.items():
+            if section == "data" and key in where_only:
                 continue
-            if old[section].get(key, value) != value:
+            if old_keys.get(key, value) != value:
                 raise CheckpointError(
-                    f"cannot resume from {ckpt.path}: it was trained with {section}.{key} = {old[section].get(key)!r}, "
+                    f"cannot resume from {ckpt.path}: it was trained with {section}.{key} = {old_keys.get(key)!r}, "
                     f"this run has {value!r}; use the same setting or start a new run.output_dir"
                 )
     if spec is None or ckpt.spec is None:
         return
     if ckpt.spec.fingerprint != spec.fingerprint:
         raise CheckpointError(
-            f"cannot resume from {ckpt.path}: the images under {cfg.data.path or cfg.data.dataset} changed since the run started "
+            f"cannot resume from {ckpt.path}: the images under {getattr(cfg.data.options, 'path', None) or cfg.data.dataset} changed "
+            "since the run started "
             "(files added, removed or modified); resuming needs the data it was trained on, so restore it or start a new run.output_dir"
         )
     if (ckpt.spec.shape, ckpt.spec.class_names) != (spec.shape, spec.class_names):

@@ -27,16 +27,18 @@ from imgflow.config import ConfigError, RunConfig
 from imgflow.core import (
     ClassifierFreeGuidance,
     FlowMap,
+    GaussianPath,
     InterpolantSDE,
     LearnedVectorFieldODE,
     ModelField,
     make_solver,
     named_time_grid,
+    schedule_from_name,
     solver_info,
 )
 from imgflow.data import DataSpec, UnknownClassError, dataset_spec
-from imgflow.factory import build_model, build_path, is_class_conditional
 from imgflow.files import atomic_write_bytes
+from imgflow.model_record import ModelRecord, build_network, record_from_config
 from imgflow.seeding import generator
 
 if TYPE_CHECKING:
@@ -163,24 +165,27 @@ class Sampler:
     """Draws images from a trained model with any solver of imgflow.core.SOLVERS.
 
     Args:
-        model: the network (called as model(x, t, y=labels)); put in eval mode while sampling.
-        config: the run configuration it was trained with (path, prediction, default sampler).
-        spec: shape and classes of its data (default: what config.data implies).
+        model: the network (called as model(x, t, y=labels, r=...)); put in eval mode while sampling.
+        record: what the model is (`imgflow.model_record.ModelRecord`: path, prediction, flow map or not, data
+            shape and classes, default sampler), as a checkpoint records it; or the RunConfig it was trained with.
+        spec: with a RunConfig, the shape and classes of its data (default: what config.data implies).
         device: where to sample (default: the model's device).
         step: the training step of the weights, for reports.
     """
 
-    def __init__(self, model: nn.Module, config: RunConfig, spec: DataSpec | None = None,
+    def __init__(self, model: nn.Module, record: ModelRecord | RunConfig, spec: DataSpec | None = None,
                  device: torch.device | str | None = None, step: int | None = None) -> None:
+        if isinstance(record, RunConfig):
+            record = record_from_config(record, spec or dataset_spec(record.data))
         self.model = model
-        self.config = config
-        self.spec = spec or dataset_spec(config.data)
+        self.record = record
+        self.spec = record.spec
         first = next(iter(model.parameters()), None)
         self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
         self.model.to(self.device)
         self.step = step
-        self.path = build_path(config)
-        self.conditional = is_class_conditional(config, self.spec)
+        self.path = GaussianPath(schedule_from_name(record.schedule))
+        self.conditional = record.conditional
 
     @classmethod
     def from_checkpoint(cls, where: str | Path, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
@@ -191,14 +196,15 @@ class Sampler:
 
     @classmethod
     def from_loaded(cls, ckpt: Checkpoint, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
+        """The sampler of a loaded checkpoint, built from its model record alone."""
         from imgflow.checkpoint import load_weights_into
 
         if weights not in ("ema", "raw"):
             raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}")
-        model = build_model(ckpt.config, ckpt.spec)
+        model = build_network(ckpt.record)
         load_weights_into(model, ckpt.weights(weights), ckpt.path)
         device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.eval(), ckpt.config, ckpt.spec, device, ckpt.step)
+        return cls(model.eval(), ckpt.record, device=device, step=ckpt.step)
 
     # --- what it can do -----------------------------------------------------------------------
     @property
@@ -212,27 +218,33 @@ class Sampler:
     @property
     def defaults(self) -> SamplingSettings:
         """The sampler the run's config asks for ([sample] section)."""
-        s = self.config.sample
-        return self.settings(s.solver, s.num_steps, s.time_grid, s.guidance_scale if self.conditional else 1.0,
-                             s.sde_epsilon, s.rtol, s.atol)
+        s = self._sample_defaults
+        return self.settings(s["solver"], s["num_steps"], s["time_grid"], s["guidance_scale"] if self.conditional else 1.0,
+                             s["sde_epsilon"], s["rtol"], s["atol"])
+
+    @property
+    def _sample_defaults(self) -> dict:
+        base = {"solver": "flow_map" if self.flow_map else "euler", "num_steps": 1 if self.flow_map else 50, "time_grid": "auto",
+                "guidance_scale": 1.0, "sde_epsilon": 1.0, "rtol": 1e-4, "atol": 1e-4}
+        return {**base, **self.record.sampling}
 
     def settings(self, solver: str | None = None, steps: int | None = None, time_grid: str | None = None,
                  guidance: float | None = None, sde_epsilon: float | None = None, rtol: float | None = None,
                  atol: float | None = None) -> SamplingSettings:
         """Complete and check sampler settings; None takes the run's default ('auto' grid: the solver's)."""
-        s = self.config.sample
-        solver = solver or s.solver
+        s = self._sample_defaults
+        solver = solver or s["solver"]
         try:
             info = solver_info(solver)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        steps = s.num_steps if steps is None else int(steps)
+        steps = s["num_steps"] if steps is None else int(steps)
         if steps < 1:
             raise ConfigError(f"steps must be >= 1, got {steps}")
-        time_grid = time_grid or s.time_grid
+        time_grid = time_grid or s["time_grid"]
         if time_grid == "auto":
             time_grid = info.default_time_grid
-        guidance = (s.guidance_scale if self.conditional else 1.0) if guidance is None else float(guidance)
+        guidance = (s["guidance_scale"] if self.conditional else 1.0) if guidance is None else float(guidance)
         if not math.isfinite(guidance):
             raise ConfigError(f"guidance must be a finite number, got {guidance}")
         if guidance != 1.0 and not self.conditional:
@@ -240,17 +252,17 @@ class Sampler:
         if info.flow_map and not self.flow_map:
             raise ConfigError(f"solver {solver!r} jumps with a flow-map model (trained with flow.objective = 'mean_flow'); "
                               "this model predicts a velocity: use euler, midpoint, heun, rk4, adaptive or euler_maruyama")
-        eps = s.sde_epsilon if sde_epsilon is None else float(sde_epsilon)
+        eps = s["sde_epsilon"] if sde_epsilon is None else float(sde_epsilon)
         if eps < 0:
             raise ConfigError(f"sde_epsilon must be >= 0, got {eps}")
-        out = SamplingSettings(solver, steps, time_grid, guidance, eps, s.rtol if rtol is None else rtol, s.atol if atol is None else atol)
+        out = SamplingSettings(solver, steps, time_grid, guidance, eps, s["rtol"] if rtol is None else rtol, s["atol"] if atol is None else atol)
         named_time_grid(out.time_grid, 1)  # an unknown grid name fails here, before any work
         return out
 
     @property
     def flow_map(self) -> bool:
         """Whether the model is a flow map u(x, t, r) (a MeanFlow model) that the flow_map solver can jump with."""
-        return self.config.flow.objective == "mean_flow"
+        return self.record.flow_map
 
     @property
     def trained_guidance(self) -> float | None:
@@ -258,11 +270,7 @@ class Sampler:
         1 for an unconditional flow map, whose training had no labels to guide with)."""
         if not self.flow_map:
             return None
-        if not self.conditional:
-            return 1.0
-        from imgflow.core.mean_flow import trained_guidance
-
-        return trained_guidance(self.config.flow.mean_flow_guidance, self.config.flow.mean_flow_guidance_mix)
+        return self.record.trained_guidance if self.conditional and self.record.trained_guidance is not None else 1.0
 
     def labels(self, num: int, labels: Labels = None) -> Tensor | None:
         """(num,) labels for `labels=` as `sample` takes it; None for an unconditional model."""
@@ -290,11 +298,11 @@ class Sampler:
     def _dynamics(self, settings: SamplingSettings, y: Tensor | None, seed: int, idx: range):
         net = self.model
         if y is not None:
-            net = ClassifierFreeGuidance(self.model, y, settings.guidance, null_label=self.spec.num_classes)
+            net = ClassifierFreeGuidance(self.model, y, settings.guidance, null_label=self.record.null_label)
         info = solver_info(settings.solver)
         if info.flow_map:
             return FlowMap(lambda x, t, r: net(x, t, r=r)), {}
-        field = ModelField(net, self.config.flow.prediction, self.path.schedule)
+        field = ModelField(net, self.record.prediction, self.path.schedule)
         if info.stochastic:
             return InterpolantSDE(field, self.path.schedule, settings.sde_epsilon), {"noise": PerSampleBrownian(seed, idx)}
         kwargs = {"rtol": settings.rtol, "atol": settings.atol} if settings.solver == "adaptive" else {}

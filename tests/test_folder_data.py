@@ -53,9 +53,9 @@ def write_pets(root: Path, per_class: int = 10) -> Path:
 
 def folder_cfg(tmp_path, path, **overrides):
     base = {
-        "data.dataset": "folder", "data.path": str(path), "data.image_size": 8, "data.cache_dir": str(tmp_path / "cache"),
-        "data.holdout_fraction": 0.2, "run.output_dir": str(tmp_path / "run"), "model.base_channels": 8,
-        "model.channel_mults": [1, 2], "model.attention_resolutions": [4], "model.num_heads": 2, "train.steps": 4,
+        "data.dataset": "folder", "data.folder.path": str(path), "data.image_size": 8, "data.folder.cache_dir": str(tmp_path / "cache"),
+        "data.folder.holdout_fraction": 0.2, "run.output_dir": str(tmp_path / "run"), "model.unet.base_channels": 8,
+        "model.unet.channel_mults": [1, 2], "model.unet.attention_resolutions": [4], "model.unet.num_heads": 2, "train.steps": 4,
         "train.batch_size": 4, "train.log_every": 2, "train.checkpoint_every": 2, "train.sample_every": 0, "train.warmup_steps": 1,
         "sample.num_steps": 2, "sample.num_images": 6,
     }
@@ -77,7 +77,7 @@ def test_a_class_per_folder_tree_loads_every_format_with_labels_by_sorted_folder
     # the split is a pure function of each file's relative path
     held = {rel for rel in scan.files if in_holdout(rel, 0.2)}
     assert len(held) == len(test_split)
-    grey = load_dataset(folder_cfg(tmp_path, pets, **{"data.channels": 1}).data, "train")
+    grey = load_dataset(folder_cfg(tmp_path, pets, **{"data.folder.channels": 1}).data, "train")
     assert grey.images.shape[1:] == (1, 8, 8)
 
 
@@ -113,7 +113,7 @@ def test_the_cache_is_reused_rebuilt_on_any_change_and_never_trusted_when_broken
     load_dataset(cfg.data)
     assert len(calls) == 60 and len(list((tmp_path / "cache").iterdir())) == 1
     # another transform is another cache; both live
-    load_dataset(folder_cfg(tmp_path, pets, **{"data.fit": "pad"}).data)
+    load_dataset(folder_cfg(tmp_path, pets, **{"data.folder.fit": "pad"}).data)
     assert len(calls) == 90 and len(list((tmp_path / "cache").iterdir())) == 2
     cache = Path(load_dataset(cfg.data).info["cache"])
     assert len(calls) == 90
@@ -135,7 +135,7 @@ def test_a_flat_folder_trains_an_unconditional_model(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(12):
         Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(flat / f"{i}.png")
-    cfg = folder_cfg(tmp_path, flat, **{"data.channels": 1, "sample.guidance_scale": 1.0})
+    cfg = folder_cfg(tmp_path, flat, **{"data.folder.channels": 1, "sample.guidance_scale": 1.0})
     result = train(cfg, progress=False)
     assert result.step == 4
     sampler = Sampler.from_checkpoint(tmp_path / "run", device="cpu")
@@ -167,7 +167,7 @@ def write_bad_cases(root: Path) -> dict[str, Path]:
 @pytest.mark.parametrize(
     "case,message",
     [
-        ("missing", "data.path {root}/nowhere does not exist; set it to the folder that holds your images"),
+        ("missing", "data.folder.path {root}/nowhere does not exist; set it to the folder that holds your images"),
         ("empty", "{root}/empty holds no images (0 other files ignored); supported: .png, .jpg, .jpeg, .webp, .bmp"),
         ("only_text", "{root}/only_text holds no images (1 other files ignored)"),
         ("empty_class", "class folder {root}/empty_class/zebra has no images"),
@@ -179,8 +179,8 @@ def test_bad_folders_are_one_line_naming_the_path_and_write_nothing(tmp_path, ca
     root = tmp_path / "cases"
     cases = write_bad_cases(root)
     path = cases.get(case, root / "nowhere")
-    argv = ["--data.dataset", "folder", "--data.path", str(path), "--data.cache_dir", str(tmp_path / "cache"),
-            "--run.output_dir", str(tmp_path / "run"), "--data.image_size", "8", "--model.attention_resolutions", "[]", "--no-progress"]
+    argv = ["--data.dataset", "folder", "--data.folder.path", str(path), "--data.folder.cache_dir", str(tmp_path / "cache"),
+            "--run.output_dir", str(tmp_path / "run"), "--data.image_size", "8", "--model.unet.attention_resolutions", "[]", "--no-progress"]
     code = run(train_main, argv)
     lines = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
@@ -191,23 +191,23 @@ def test_bad_folders_are_one_line_naming_the_path_and_write_nothing(tmp_path, ca
 
 def test_unreadable_images_can_be_skipped_and_are_counted(tmp_path):
     cases = write_bad_cases(tmp_path / "cases")
-    cfg = folder_cfg(tmp_path, cases["truncated"], **{"data.skip_bad_images": True, "data.holdout_fraction": 0.0})
+    cfg = folder_cfg(tmp_path, cases["truncated"], **{"data.folder.skip_bad_images": True, "data.folder.holdout_fraction": 0.0})
     data = load_dataset(cfg.data)
     assert len(data) == 12 and data.info["skipped_bad_images"] == 2 and data.info["ignored_files"] == 2
 
 
 def test_folder_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="data.dataset = 'folder' needs data.path"):
+    with pytest.raises(ConfigError, match="data.dataset = 'folder' needs data.folder.path"):
         load_config(None, {"data.dataset": "folder"})
-    with pytest.raises(ConfigError, match="data.channels must be 1 .grey. or 3 .RGB."):
-        load_config(None, {"data.dataset": "folder", "data.path": "x", "data.channels": 2})
-    with pytest.raises(ConfigError, match="data.holdout_fraction must be in"):
-        load_config(None, {"data.dataset": "folder", "data.path": "x", "data.holdout_fraction": 1.0})
-    with pytest.raises(ConfigError, match=r"data.fit = 'stretch' is not one of: crop, pad"):
-        load_config(None, {"data.dataset": "folder", "data.path": "x", "data.fit": "stretch"})
+    with pytest.raises(ConfigError, match="data.folder.channels must be 1 .grey. or 3 .RGB."):
+        load_config(None, {"data.dataset": "folder", "data.folder.path": "x", "data.folder.channels": 2})
+    with pytest.raises(ConfigError, match="data.folder.holdout_fraction must be in"):
+        load_config(None, {"data.dataset": "folder", "data.folder.path": "x", "data.folder.holdout_fraction": 1.0})
+    with pytest.raises(ConfigError, match=r"data.folder.fit = 'stretch' is not one of: crop, pad"):
+        load_config(None, {"data.dataset": "folder", "data.folder.path": "x", "data.folder.fit": "stretch"})
     pets = write_pets(tmp_path / "pets", per_class=4)
     with pytest.raises(ConfigError, match=r"image_size 30 is not divisible by 2\*\*2 = 4 .* or pad the images to 32"):
-        Trainer(folder_cfg(tmp_path, pets, **{"data.image_size": 30, "model.channel_mults": [1, 2, 2], "model.attention_resolutions": []}))
+        Trainer(folder_cfg(tmp_path, pets, **{"data.image_size": 30, "model.unet.channel_mults": [1, 2, 2], "model.unet.attention_resolutions": []}))
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()  # refused before any image was read
 
 
@@ -249,14 +249,14 @@ def test_an_exported_dataset_trains_identically_from_its_folder(tmp_path):
     data = ImageData(blobs.images, blobs.labels, blobs.spec.__class__("tensors", 1, 8, names))
     export_image_folder(data, tmp_path / "exported")
     assert sorted(p.name for p in (tmp_path / "exported").iterdir())[:2] == ["0-shape_0", "1-shape_1"]
-    cfg = folder_cfg(tmp_path, tmp_path / "exported", **{"data.channels": 1, "data.holdout_fraction": 0.0, "train.steps": 6,
+    cfg = folder_cfg(tmp_path, tmp_path / "exported", **{"data.folder.channels": 1, "data.folder.holdout_fraction": 0.0, "train.steps": 6,
                                                          "run.output_dir": str(tmp_path / "from_folder")})
     folder_data = load_dataset(cfg.data)
     order = torch.sort(data.labels, stable=True).indices  # a class-per-folder tree lists the images class by class
     assert torch.equal(folder_data.images, data.images[order]) and torch.equal(folder_data.labels, data.labels[order])
     train(cfg, progress=False)
     in_memory = ImageData(data.images[order], data.labels[order], folder_data.spec)
-    train(folder_cfg(tmp_path, "unused", **{"data.channels": 1, "data.holdout_fraction": 0.0, "train.steps": 6,
+    train(folder_cfg(tmp_path, "unused", **{"data.folder.channels": 1, "data.folder.holdout_fraction": 0.0, "train.steps": 6,
                                             "run.output_dir": str(tmp_path / "from_tensors")}), data=in_memory, progress=False)
     a, b = read_metrics(tmp_path / "from_folder"), read_metrics(tmp_path / "from_tensors")
     assert [m["loss"] for m in a] == [m["loss"] for m in b] and len(a) == 3
@@ -264,8 +264,8 @@ def test_an_exported_dataset_trains_identically_from_its_folder(tmp_path):
 
 def test_the_command_lines_train_on_a_folder_and_sample_by_class_name(tmp_path, capsys):
     pets = write_pets(tmp_path / "pets", per_class=6)
-    argv = ["--data.dataset", "folder", "--data.path", str(pets), "--data.cache_dir", str(tmp_path / "cache"), "--data.image_size", "8",
-            "--model.base_channels", "8", "--model.channel_mults", "[1, 2]", "--model.attention_resolutions", "[4]",
+    argv = ["--data.dataset", "folder", "--data.folder.path", str(pets), "--data.folder.cache_dir", str(tmp_path / "cache"), "--data.image_size", "8",
+            "--model.unet.base_channels", "8", "--model.unet.channel_mults", "[1, 2]", "--model.unet.attention_resolutions", "[4]",
             "--train.steps", "2", "--train.batch_size", "4", "--train.sample_every", "0", "--run.output_dir", str(tmp_path / "run"),
             "--no-progress"]
     assert run(train_main, argv) == 0
@@ -283,7 +283,7 @@ def test_the_classifier_and_evaluation_work_on_a_folder_against_its_held_out_spl
     from imgflow.evaluation.classifier import fit_classifier
 
     pets = write_pets(tmp_path / "pets", per_class=10)
-    cfg = folder_cfg(tmp_path, pets, **{"data.holdout_fraction": 0.3})
+    cfg = folder_cfg(tmp_path, pets, **{"data.folder.holdout_fraction": 0.3})
     train(cfg, progress=False)
     held_out = load_dataset(cfg.data, "test")
     _, path = fit_classifier(cfg.data, tmp_path / "pets-clf.safetensors", epochs=1, batch_size=8)

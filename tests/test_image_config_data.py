@@ -18,16 +18,16 @@ CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_load_round_trip_and_build_at_their_resolution(path):
-    """Every config loads (a folder recipe once it is given data.path), and its network takes its images."""
+    """Every config loads (a folder recipe once it is given data.folder.path), and its network takes its images."""
     from imgflow.data import DataSpec, dataset_spec
     from imgflow.factory import build_model, check_model_fits
 
-    raw = load_config(path, {"data.path": "PICS"}) if "folder" in path.name else load_config(path)
+    raw = load_config(path, {"data.folder.path": "PICS"}) if "folder" in path.name else load_config(path)
     assert RunConfig.from_json(raw.to_json()).to_dict() == raw.to_dict()
     if "folder" in path.name:
-        with pytest.raises(ConfigError, match="needs data.path"):
+        with pytest.raises(ConfigError, match="needs data.folder.path"):
             load_config(path)
-        spec = DataSpec("folder", raw.data.channels or 3, raw.data.image_size, tuple("abcdefghij"))
+        spec = DataSpec("folder", raw.data.folder.channels or 3, raw.data.image_size, tuple("abcdefghij"))
     else:
         spec = dataset_spec(raw.data)
     check_model_fits(raw)
@@ -48,7 +48,7 @@ def test_shipped_configs_load_round_trip_and_build_at_their_resolution(path):
         ({"train.batch_size": 0}, "train.batch_size must be >= 1"),
         ({"model.class_conditional": False, "sample.guidance_scale": 3.0}, "needs a class-conditional model"),
         ({"flow.schedule": "quadratic"}, "flow.schedule = 'quadratic' is not one of: linear, sqrt, cosine"),
-        ({"model.channel_mults": [1, "x"]}, "model.channel_mults .* must be a list of integers"),
+        ({"model.unet.channel_mults": [1, "x"]}, "model.unet.channel_mults .* must be a list of integers"),
         ({"data.hflip": True}, "data.hflip = true would mirror mnist images into other symbols"),
         ({"sample.solver": "rk5"}, "sample.solver = 'rk5' is not one of: euler, midpoint, heun, rk4, adaptive, euler_maruyama"),
         ({"train.log_with": "tensorbored"}, "train.log_with = 'tensorbored' is not one of: none, all, "),

@@ -24,7 +24,7 @@ def launch(tmp_path, out, nproc, steps, resume=False, extra=()):
     args = [
         str(REPO / "scripts/train_images.py"), "--config", str(REPO / "configs/smoke.toml"),
         "--data.data_root", str(tmp_path / "data"), "--data.download", "false",
-        "--model.base_channels", "8", "--train.steps", str(steps), "--train.batch_size", "8",
+        "--model.unet.base_channels", "8", "--train.steps", str(steps), "--train.batch_size", "8",
         "--train.log_every", "1", "--train.checkpoint_every", "3", "--train.sample_every", "6",
         "--sample.num_images", "4", "--sample.num_steps", "2", "--run.output_dir", str(tmp_path / out), "--no-progress",
     ]
@@ -70,8 +70,8 @@ def test_two_processes_match_one_and_write_one_set_of_files(tmp_path):
     assert [m["step"] for m in read_metrics(tmp_path / "split")] == [1, 2, 3, 4, 5, 6]
 
 
-MEAN_FLOW = ["--flow.objective", "mean_flow", "--model.second_time", "interval", "--flow.mean_flow_guidance", "1.5",
-             "--flow.mean_flow_equal_fraction", "0.25", "--sample.solver", "flow_map", "--sample.num_steps", "1"]
+MEAN_FLOW = ["--flow.objective", "mean_flow", "--model.unet.second_time", "interval", "--flow.mean_flow.guidance", "1.5",
+             "--flow.mean_flow.equal_fraction", "0.25", "--sample.solver", "flow_map", "--sample.num_steps", "1"]
 
 
 def test_mean_flow_under_two_processes_matches_one(tmp_path):
@@ -88,6 +88,6 @@ def test_mean_flow_under_two_processes_matches_one(tmp_path):
     two_loss = [m["loss"] for m in read_metrics(tmp_path / "mf-two")]
     assert len(two_loss) == 6 and two_loss == pytest.approx(one_loss, rel=1e-5)
     a, b = load_checkpoint(tmp_path / "mf-one"), load_checkpoint(tmp_path / "mf-two")
-    assert a.config.flow.objective == "mean_flow" and a.config.model.second_time == "interval"
+    assert a.config.flow.objective == "mean_flow" and a.config.model.unet.second_time == "interval"
     for key in a.model:
         assert torch.allclose(a.model[key], b.model[key], atol=1e-5), key

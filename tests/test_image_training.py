@@ -90,7 +90,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_resume_equals_an_uninterrupted_run(tmp_path, grad_accum):
     data = blob_images(64)
-    extra = {"train.steps": 10, "train.checkpoint_every": 4, "train.grad_accum": grad_accum, "model.dropout": 0.1}
+    extra = {"train.steps": 10, "train.checkpoint_every": 4, "train.grad_accum": grad_accum, "model.unet.dropout": 0.1}
     full = Trainer(tiny_config(tmp_path / "full", **extra), data=data)
     full.run(progress=False)
     first = Trainer(tiny_config(tmp_path / "part", **{**extra, "train.steps": 6}), data=data)
@@ -110,8 +110,8 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, grad_accum):
 def test_resume_refuses_another_architecture_and_fresh_run_refuses_old_dir(tmp_path):
     data = blob_images(64)
     train(tiny_config(tmp_path / "run", **{"train.steps": 4}), data=data, progress=False)
-    with pytest.raises(CheckpointError, match="model.base_channels = 8, this run has 16"):
-        Trainer(tiny_config(tmp_path / "run", **{"model.base_channels": 16, "train.steps": 8}), resume="latest", data=data)
+    with pytest.raises(CheckpointError, match="model.unet.base_channels = 8, this run has 16"):
+        Trainer(tiny_config(tmp_path / "run", **{"model.unet.base_channels": 16, "train.steps": 8}), resume="latest", data=data)
     with pytest.raises(ConfigError, match="already holds checkpoints; pass --resume latest"):
         Trainer(tiny_config(tmp_path / "run"), data=data)
     with pytest.raises(CheckpointError, match="no checkpoint to resume"):
@@ -249,7 +249,7 @@ def test_checkpoint_for_another_architecture_is_rejected(tmp_path):
     data = blob_images(32)
     train(tiny_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2}), data=data, progress=False)
     ckpt = load_checkpoint(tmp_path / "run")
-    other = build_model(tiny_config(tmp_path / "x", **{"model.base_channels": 16}), ckpt.spec)
+    other = build_model(tiny_config(tmp_path / "x", **{"model.unet.base_channels": 16}), ckpt.spec)
     with pytest.raises(CheckpointError, match="does not match the model .*of another shape"):
         load_weights_into(other, ckpt.weights("ema"), ckpt.path)
 
@@ -272,4 +272,4 @@ def test_cifar10_recipe_builds_and_takes_steps(tmp_path):
     trainer.run(progress=False)
     changed = sum(not torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
     assert changed > 0.9 * len(before) - 200  # nearly every tensor moved (buffers/frozen ones excepted)
-    assert json.loads((tmp_path / "c" / "config.json").read_text())["model"]["base_channels"] == 128
+    assert json.loads((tmp_path / "c" / "config.json").read_text())["model"]["unet"]["base_channels"] == 128

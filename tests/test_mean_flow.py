@@ -7,7 +7,14 @@ import torch
 
 from imgflow.config import ConfigError, load_config
 from imgflow.core import GaussianPath, LinearSchedule, flow_matching_loss
-from imgflow.core.mean_flow import Guidance, guided_velocity, mean_flow_loss, mean_flow_target, sample_time_pairs, trained_guidance
+from imgflow.core.mean_flow import (
+    Guidance,
+    average_velocity_and_derivative,
+    guided_velocity,
+    mean_flow_loss,
+    sample_time_pairs,
+    trained_guidance,
+)
 from imgflow.nn import UNet
 from imgflow.sampler import Sampler
 from imgflow.training.trainer import Trainer
@@ -41,7 +48,8 @@ def test_the_identity_holds_for_the_exact_flow_map():
     t = torch.rand(64, dtype=torch.float64) * 0.8
     r = t + torch.rand(64, dtype=torch.float64) * (1 - t)
     v = exact_average_velocity(x, t, t)
-    target = mean_flow_target(exact_average_velocity, x, t, r, v)
+    _, du_dt = average_velocity_and_derivative(lambda a, tt, r: exact_average_velocity(a, tt, r), x, t, r, v)
+    target = v + (r - t)[:, None] * du_dt
     assert torch.allclose(target, exact_average_velocity(x, t, r), atol=1e-9)
     # the other sign, or the JVP along the wrong time direction, is far off: the check can fail
     wrong = v - (r - t)[:, None] * (target - v) / (r - t)[:, None]
@@ -105,12 +113,12 @@ def test_a_flow_map_unet_takes_a_second_time_and_starts_as_a_velocity_model():
     # forward-mode AD has no rule for the fused attention kernel; the target's JVP uses the math kernel
     with pytest.raises(NotImplementedError, match="forward AD"):
         torch.func.jvp(lambda a: net(a, t, y, r=t), (x,), (torch.ones_like(x),))
-    target = mean_flow_target(lambda a, tt, rr: net(a, tt, y, r=rr), x, t, torch.ones(2), torch.ones_like(x))
-    assert target.shape == x.shape and torch.isfinite(target).all()
+    u, du_dt = average_velocity_and_derivative(lambda a, tt, r: net(a, tt, y, r=r), x, t, torch.ones(2), torch.ones_like(x))
+    assert u.shape == du_dt.shape == x.shape and torch.isfinite(du_dt).all() and torch.allclose(u, net(x, t, y, r=torch.ones(2)))
 
 
 def mean_flow_config(tmp_path, **overrides):
-    return tiny_config(tmp_path, **{"flow.objective": "mean_flow", "model.second_time": "interval", "flow.mean_flow_guidance": 1.5,
+    return tiny_config(tmp_path, **{"flow.objective": "mean_flow", "model.unet.second_time": "interval", "flow.mean_flow.guidance": 1.5,
                                     "sample.solver": "flow_map", "sample.num_steps": 1, **overrides})
 
 
@@ -134,16 +142,16 @@ def test_mean_flow_trains_and_samples_in_one_step(tmp_path):
 
 
 def test_mean_flow_config_errors():
-    with pytest.raises(ConfigError, match="set model.arch = 'unet' and model.second_time = 'interval'"):
-        load_config(None, {"flow.objective": "mean_flow"})
+    with pytest.raises(ConfigError, match="model.arch = 'lab_unet' cannot take .no second time.; use one of: unet"):
+        load_config(None, {"flow.objective": "mean_flow", "model.arch": "lab_unet"})
     with pytest.raises(ConfigError, match="sample.solver = 'flow_map' needs a flow-map model"):
         load_config(None, {"sample.solver": "flow_map"})
-    mean_flow = {"flow.objective": "mean_flow", "model.second_time": "interval"}
-    for key, value, message in (("flow.mean_flow_guidance_mix", 1.0, r"must be in \[0, 1\), got 1.0"),
-                                ("flow.mean_flow_guidance_mix", -0.5, r"must be in \[0, 1\), got -0.5"),
-                                ("flow.mean_flow_guidance", 0.0, "must be > 0 .1 = no guidance., got 0.0"),
-                                ("flow.mean_flow_time_std", -1.0, "must be >= 0 .0 = uniform times."),
-                                ("flow.mean_flow_equal_fraction", 1.5, r"must be in \[0, 1\], got 1.5"),
+    mean_flow = {"flow.objective": "mean_flow", "model.unet.second_time": "interval"}
+    for key, value, message in (("flow.mean_flow.guidance_mix", 1.0, r"must be in \[0, 1\), got 1.0"),
+                                ("flow.mean_flow.guidance_mix", -0.5, r"must be in \[0, 1\), got -0.5"),
+                                ("flow.mean_flow.guidance", 0.0, "must be > 0 .1 = no guidance., got 0.0"),
+                                ("flow.mean_flow.time_std", -1.0, "must be >= 0 .0 = uniform times."),
+                                ("flow.mean_flow.equal_fraction", 1.5, r"must be in \[0, 1\], got 1.5"),
                                 ("flow.prediction", "noise", "set flow.prediction = 'velocity'")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, {**mean_flow, key: value})
@@ -181,11 +189,12 @@ def test_a_checkpoint_from_before_the_second_time_loads_and_samples_as_before(tm
         metadata = fh.metadata()
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
     stored = json.loads(metadata["config"])
-    for section, key in (("model", "second_time"), ("model", "time_scale"), ("flow", "objective"), ("flow", "mean_flow_guidance"),
-                         ("flow", "mean_flow_time_std"), ("flow", "mean_flow_adaptive_p")):
-        del stored[section][key]
+    for section, key in (("model", "second_time"), ("model", "time_scale")):
+        del stored[section]["unet"][key]
+    del stored["flow"]["objective"]
     old = tmp_path / "old" / "ckpt-00000004.safetensors"
     old.parent.mkdir()
+    metadata = {k: v for k, v in metadata.items() if k != "model_record"}  # described by its config alone
     save_file(tensors, str(old), metadata={**metadata, "config": json.dumps(stored)})
 
     sampler = Sampler.from_checkpoint(old, device="cpu")

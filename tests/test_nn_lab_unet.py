@@ -50,12 +50,20 @@ def test_parameter_count_matches_the_lab_network():
 
 
 def test_state_dict_names_follow_the_lab():
-    keys = set(LabUNet().state_dict())
+    """Every layer keeps the lab's name except the two embeddings, now in the shared conditioning module;
+    a state dict with the lab's names for them loads all the same."""
+    model = LabUNet()
+    keys = set(model.state_dict())
+    assert {"cond.time_embed.weights", "cond.class_embed.embedding.weight"} <= keys
+    lab_named = {model.legacy_renames.get(k, k): v for k, v in LabUNet().state_dict().items()}
+    lab_named = {("time_embedder.weights" if k == "cond.time_embed.weights" else
+                  "y_embedder.weight" if k == "cond.class_embed.embedding.weight" else k): v for k, v in lab_named.items()}
+    assert "time_embedder.weights" in lab_named and "y_embedder.weight" in lab_named
+    model.load_state_dict(lab_named)
+    assert torch.equal(model.y_embedder.weight, lab_named["y_embedder.weight"])
     for key in [
         "init_conv.0.weight",
         "init_conv.1.running_mean",
-        "time_embedder.weights",
-        "y_embedder.weight",
         "encoders.0.res_blocks.1.block2.2.weight",
         "encoders.1.res_blocks.0.time_adapter.2.weight",
         "encoders.1.res_blocks.0.y_adapter.0.bias",

@@ -19,7 +19,7 @@ from imgflow.cli import run
 from imgflow.cli.sample import main as sample_main
 from imgflow.cli.train import main as train_main
 from imgflow.training.metrics_log import read_metrics
-from tests.image_helpers import write_idx_mnist
+from tests.image_helpers import blob_images, tiny_config, write_idx_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 24
@@ -35,7 +35,7 @@ def workspace(tmp_path_factory):
 def train_args(root, out, steps=STEPS, extra=()):
     return [
         "--config", str(REPO / "configs/smoke.toml"), "--data.data_root", str(root / "data"), "--data.download", "false",
-        "--model.base_channels", "8", "--model.dropout", "0.1", "--train.steps", str(steps), "--train.batch_size", "8",
+        "--model.unet.base_channels", "8", "--model.unet.dropout", "0.1", "--train.steps", str(steps), "--train.batch_size", "8",
         "--train.log_every", "1", "--train.checkpoint_every", "3", "--train.keep_last", "2", "--train.sample_every", "0",
         "--run.output_dir", str(root / out), "--no-progress", *extra,
     ]
@@ -190,9 +190,9 @@ def precious(workspace, reference):
 
     with safe_open(str(ckpt), framework="pt") as fh:
         meta = dict(fh.metadata())
-    cfg = json.loads(meta["config"])
-    cfg["model"]["base_channels"] = 16
-    meta["config"] = json.dumps(cfg)
+    record = json.loads(meta["model_record"])  # what sampling builds the network from
+    record["options"]["base_channels"] = 16
+    meta["model_record"] = json.dumps(record)
     save_file(load_file(str(ckpt)), str(workspace / "other-arch.safetensors"), metadata=meta)
     (workspace / "a_file").write_text("x")
     return workspace
@@ -207,7 +207,7 @@ TRAIN_CASES = {
     "batch 0": (["--config", SMOKE, "--train.batch_size", "0"], "train.batch_size must be >= 1"),
     "guidance without classes": (["--config", SMOKE, "--model.class_conditional", "false", "--sample.guidance_scale", "2"],
                                  "needs a class-conditional model"),
-    "indivisible image size": (["--config", SMOKE, "--model.channel_mults", "[1, 2, 2, 2]", "--run.output_dir", "{ws}/new"], "not divisible"),
+    "indivisible image size": (["--config", SMOKE, "--model.unet.channel_mults", "[1, 2, 2, 2]", "--run.output_dir", "{ws}/new"], "not divisible"),
     "batch not divisible": (["--config", SMOKE, "--train.grad_accum", "3", "--run.output_dir", "{ws}/new"], "not divisible by processes"),
     "dataset missing offline": (["--config", SMOKE, "--data.data_root", "{ws}/empty", "--data.download", "false",
                                  "--run.output_dir", "{ws}/new"], "MNIST/raw"),
@@ -215,7 +215,7 @@ TRAIN_CASES = {
     "resume from missing dir": (["--config", SMOKE, "--run.output_dir", "{ws}/nothing", "--resume", "latest"], "does not exist"),
     "resume from truncated file": (["--config", SMOKE, "--run.output_dir", "{ws}/new", "--resume", "{ws}/truncated.safetensors"],
                                    "not a readable safetensors checkpoint"),
-    "resume another architecture": (["--run.output_dir", "{ws}/reference", "--config", SMOKE, "--model.base_channels", "16",
+    "resume another architecture": (["--run.output_dir", "{ws}/reference", "--config", SMOKE, "--model.unet.base_channels", "16",
                                      "--resume", "latest"], "cannot resume"),
     "fresh run into old run": (["--config", SMOKE, "--run.output_dir", "{ws}/reference"], "already holds checkpoints"),
     "missing config file": (["--config", "{ws}/nope.toml"], "does not exist"),
@@ -278,3 +278,36 @@ def test_a_bad_input_process_prints_no_traceback(precious):
     proc = subprocess.run([sys.executable, str(REPO / "scripts/sample_images.py"), str(ws / "notes.safetensors"), "--out", str(ws / "g3.png")],
                           capture_output=True, text=True, timeout=120)
     _check_one_line_error(proc.returncode, proc.stdout, proc.stderr, "not a readable safetensors checkpoint")
+
+
+def test_a_disk_that_fills_while_checkpointing_ends_the_run_in_one_line_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    """safetensors reports a full disk as SafetensorError(IoError ... StorageFull); the run stops naming the folder and the
+    last good checkpoint, the temporary file is gone and the earlier checkpoint still loads (a resume continues)."""
+    from safetensors import SafetensorError
+
+    import imgflow.files
+    from imgflow.checkpoint import CheckpointWriteError, load_checkpoint
+    from imgflow.cli import USER_ERRORS
+    from imgflow.training.trainer import Trainer
+
+    real_save, calls = imgflow.files.save_file, []
+
+    def filling_disk(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })')
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(imgflow.files, "save_file", filling_disk)
+    run = tmp_path / "run"
+    cfg = tiny_config(run, **{"train.steps": 8, "train.checkpoint_every": 4})
+    with pytest.raises(CheckpointWriteError) as info:
+        Trainer(cfg, data=blob_images(32)).run(progress=False)
+    message = str(info.value)
+    assert "\n" not in message and f"step 8 into {run}" in message and "StorageFull" in message
+    assert f"the last good checkpoint is {run / 'ckpt-00000004.safetensors'}" in message and "--resume latest" in message
+    assert issubclass(CheckpointWriteError, USER_ERRORS)  # the CLI prints it as one line with exit status 2
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".ckpt")) == []
+    assert load_checkpoint(run).step == 4
+    monkeypatch.setattr(imgflow.files, "save_file", real_save)
+    assert Trainer(cfg, resume="latest", data=blob_images(32)).run(progress=False).step == 8

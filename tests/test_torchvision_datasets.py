@@ -78,7 +78,7 @@ def test_cifar10_cifar100_and_svhn_load_with_their_shapes_labels_and_class_names
         assert train.num_classes == DATASETS[name].num_classes
         assert torch.equal(train.images[: len(expect_first)], torch.from_numpy(expect_first)), name  # same pixels, NCHW
         # the model takes the number of classes from the data: a label embedding of K real rows + 1 null row
-        model = build_model(load_config(None, {"data.dataset": name, "data.image_size": 32, "model.attention_resolutions": []}),
+        model = build_model(load_config(None, {"data.dataset": name, "data.image_size": 32, "model.unet.attention_resolutions": []}),
                             train.spec)
         assert model.class_embed.embedding.num_embeddings == train.num_classes + 1
     svhn_train = load_dataset(load_config(None, {"data.dataset": "svhn", "data.data_root": str(tmp_path), "data.image_size": 32}).data)
@@ -96,6 +96,6 @@ def test_missing_files_name_the_folder_and_the_files(tmp_path):
 def test_dataset_facts_are_checked_against_the_registry():
     with pytest.raises(ConfigError, match="data.hflip = true would mirror svhn images"):
         load_config(None, {"data.dataset": "svhn", "data.hflip": True})
-    with pytest.raises(ConfigError, match="cifar100 images have 3 channel"):
-        load_config(None, {"data.dataset": "cifar100", "data.channels": 1})
+    with pytest.raises(ConfigError, match=r"\[data.folder\] is set but data.dataset = 'cifar100'"):
+        load_config(None, {"data.dataset": "cifar100", "data.folder.channels": 1})
     assert load_config(None, {"data.dataset": "cifar100", "data.hflip": True}).data.hflip  # objects survive a mirror

@@ -136,7 +136,7 @@ def test_metrics_go_to_accelerate_trackers_as_well_as_the_jsonl_file(tmp_path):
         assert values["loss"] == record["loss"] and values["lr"] == record["lr"]
         bins = {k: v for k, v in values.items() if k.startswith("loss_by_t/")}
         assert sorted(bins.values()) == sorted(v for v in record["loss_by_t"] if v is not None)
-    assert recorder.config["train.steps"] == 4 and recorder.config["model.channel_mults"] == "[1, 2]"
+    assert recorder.config["train.steps"] == 4 and recorder.config["model.unet.channel_mults"] == "[1, 2]"
 
 
 def test_tensorboard_through_accelerate_writes_the_logged_loss(tmp_path):

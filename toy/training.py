@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from imgflow.core import (
     GaussianPath,
@@ -21,6 +20,7 @@ from imgflow.core import (
     score_matching_loss,
 )
 from imgflow.core.mean_flow import mean_flow_loss, sample_time_pairs
+from imgflow.core.progress import progress_bar
 
 __all__ = ["train", "train_flow_matching", "train_interpolant", "train_mean_flow", "train_score_matching"]
 
@@ -70,7 +70,7 @@ def train(
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
-        bar = tqdm(range(num_iterations), disable=not progress, desc=desc, leave=False, mininterval=1.0)
+        bar = progress_bar(range(num_iterations), enabled=progress, desc=desc, leave=False, mininterval=1.0)
         for i in bar:
             data = path.sample_conditioning_variable(batch_size)
             times = draw_times(batch_size) if draw_times is not None else (t_min + (t_max - t_min) * torch.rand(batch_size),)
@@ -81,7 +81,7 @@ def train(
             if scheduler is not None:
                 scheduler.step()
             history.append(loss.item())
-            if progress and i % 100 == 0:
+            if not bar.disable and i % 100 == 0:
                 bar.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()
     return history

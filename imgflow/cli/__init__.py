@@ -7,11 +7,15 @@ same `main(argv)` functions are installed as `imgflow-train`, `imgflow-sample`, 
 
 Every problem a user can fix is reported as one line `error: ...` on stderr with exit status 2,
 before any work that would be lost and without changing anything on disk.
+
+Progress bars show only on a terminal (`imgflow.core.progress`); `--no-progress` hides every bar of
+the command, the folder conversion's included, for as long as that command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
 import difflib
 import os
 import sys
@@ -30,9 +34,13 @@ Main = Callable[[Sequence[str] | None], int | None]
 
 
 def run(main: Main, argv: Sequence[str] | None = None) -> int:
-    """Call main(argv) and return its exit status; a user error prints one line and gives 2."""
+    """Call main(argv) and return its exit status; a user error prints one line and gives 2.
+
+    main runs in a copy of the caller's context, so what a command switches off for itself (--no-progress)
+    ends with it.
+    """
     try:
-        return int(main(argv) or 0)
+        return int(contextvars.copy_context().run(main, argv) or 0)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -67,17 +75,23 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
-    """--device (default cuda when available) and --threads, shared by the scripts."""
+    """--device (default cuda when available), --threads and --no-progress, shared by the scripts."""
     if device:
         parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0 = torch's default); on a busy shared CPU 1 can be several times faster")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="hide every progress bar, the image folder's conversion included (bars show only on a terminal anyway)")
 
 
 def apply_runtime_arguments(args: argparse.Namespace) -> None:
-    """Resolve the default device and set the thread count (one-line error for a negative count)."""
+    """Resolve the default device, set the thread count (one-line error for a negative count), honour --no-progress."""
     import torch
 
+    from imgflow.core.progress import silence_progress_bars
+
+    if getattr(args, "no_progress", False):
+        silence_progress_bars()  # for the rest of this command (run() gives each command its own context)
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     if args.threads > 0:

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import tempfile
 
-    from imgflow.benchmark import benchmark_images, format_tables, machine_info, make_trainer, profile_training
+    from imgflow.experiments.benchmark import benchmark_images, format_tables, machine_info, make_trainer, profile_training
     from imgflow.files import write_json
 
     if args.profile:

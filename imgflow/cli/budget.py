@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError(f"--set must be KEY=VALUE like train.lr=2e-3, got {item!r}")
         overrides[key] = parse_literal(value)
 
-    from imgflow.evaluation.budget import budget_comparison
+    from imgflow.experiments.budget import budget_comparison
 
     report = budget_comparison(runs, args.classifier, args.out, minutes=parse_floats(args.minutes, "--minutes"),
                                nfes=parse_ints(args.nfe, "--nfe"), num=args.num, overrides=overrides, skip_train=args.skip_train,

@@ -3,7 +3,7 @@
     python scripts/train_classifier.py --dataset mnist --data-root ../shared/data \\
         --out runs/classifiers/mnist-28.safetensors
     python scripts/train_classifier.py --run runs/pets --out runs/classifiers/pets.safetensors   # a run's own data
-    python scripts/train_classifier.py --config configs/folder64.toml --data.path PICS --out pets.safetensors
+    python scripts/train_classifier.py --config configs/folder64.toml --data.folder.path PICS --out pets.safetensors
 
 The data is a run's [data] section (--run: a checkpoint or run folder; --config: a TOML file;
 neither: the defaults), changed by --dataset / --data-root / --image-size / --resize /
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, say
-from imgflow.config import CHOICES, add_override_arguments, load_config, overrides_from_args
+from imgflow.config import CHOICES, add_override_arguments, flatten_tables, load_config, overrides_from_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from imgflow.checkpoint import load_checkpoint
 
         base = load_checkpoint(args.run).config.to_dict()
-        cfg = load_config(None, {f"data.{k}": v for k, v in base["data"].items()} | overrides)
+        cfg = load_config(None, dict(flatten_tables({"data": base["data"]})) | overrides)
     else:
         cfg = load_config(args.config, overrides)
     out = args.out or f"runs/classifiers/{cfg.data.dataset}-{cfg.data.image_size}.safetensors"

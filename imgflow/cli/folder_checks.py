@@ -33,10 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     apply_runtime_arguments(args)
 
-    from imgflow.benchmark import machine_info, resolve_config
     from imgflow.config import load_config
     from imgflow.data import load_image_data
-    from imgflow.data.parity import folder_cache_benchmark, folder_parity
+    from imgflow.experiments.benchmark import machine_info, resolve_config
+    from imgflow.experiments.folder_parity import folder_cache_benchmark, folder_parity
     from imgflow.files import write_json
 
     workdir = Path(args.workdir)
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check == "benchmark":
         source = builtin if args.num <= 0 else builtin.subset(__import__("torch").arange(min(args.num, len(builtin))))
         cfg = load_config(None, {"data.image_size": args.image_size})
-        result = folder_cache_benchmark(source, workdir, cfg, workers=args.workers, log=say)
+        result = folder_cache_benchmark(source, workdir, cfg, workers=args.workers, progress=not args.no_progress, log=say)
         print("| images | size | workers | write PNGs | first start (convert) | second start | of which listing files | cache |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         print(f"| {result.images:,} | {result.image_size} | {result.workers} | {result.write_pngs_s:.1f} s | {result.first_start_s:.1f} s | "
@@ -56,9 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not pngs.is_dir():
             from imgflow.data import export_image_folder
 
-            export_image_folder(builtin, pngs, progress=True)
+            export_image_folder(builtin, pngs, progress=not args.no_progress)
         cfg = load_config(resolve_config(args.config), {"data.dataset": args.dataset, "data.data_root": args.data_root})
-        report = folder_parity(cfg, builtin, pngs, workdir, steps=args.steps, log=say)
+        report = folder_parity(cfg, builtin, pngs, workdir, steps=args.steps, progress=not args.no_progress, log=say)
         print(f"pixels identical: {report.same_pixels}; labels identical: {report.same_labels}; loss curves identical: "
               f"{report.identical_loss_curves} (largest difference {report.max_abs_loss_difference:g} over {len(report.losses_folder)} "
               f"logged points); {report.seconds_builtin:.0f} s built-in, {report.seconds_folder:.0f} s folder")

@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--classes must name at least one class, got {args.classes!r}")
     samples = sampler.sample(args.num, labels=classes, guidance=args.guidance, solver=args.solver, steps=args.steps,
                              time_grid=args.time_grid, sde_epsilon=args.sde_epsilon, seed=args.seed, batch_size=args.batch_size,
-                             progress=True)
+                             progress=not args.no_progress)
     try:
         samples.save_grid(args.out, args.nrow)
         if args.raw:

@@ -20,7 +20,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="train_images.py", description=__doc__)
     parser.add_argument("--config", help="TOML run configuration (configs/*.toml); defaults if omitted")
     parser.add_argument("--resume", help="'latest' (in run.output_dir), a run folder or a checkpoint file")
-    parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
     add_runtime_arguments(parser, device=False)
     add_override_arguments(parser)
     args = parser.parse_args(argv)

@@ -41,9 +41,7 @@ sample's error; the paper's best, 1 on ImageNet and 0.75 on CIFAR-10).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +49,7 @@ import torch
 from torch import Tensor
 
 from imgflow.core.broadcast import expand_like
+from imgflow.core.jvp import jvp
 from imgflow.core.losses import Reduction, per_sample_reduce
 from imgflow.core.paths import InterpolantPath
 
@@ -114,25 +113,20 @@ def guided_velocity(velocity_model: Callable[..., Tensor], x: Tensor, t: Tensor,
     return torch.where(kept, guided, v_cond).detach()
 
 
-def _math_attention():
-    """Forward-mode AD has no rule for the fused attention kernels (CPU flash, CUDA flash/efficient): use the math one."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # pragma: no cover - torch < 2.3
-        return nullcontext()
-    return sdpa_kernel([SDPBackend.MATH])
+def average_velocity_and_derivative(model: Callable[..., Tensor], x: Tensor, t: Tensor, r: Tensor, velocity: Tensor,
+                                    **model_kwargs: Any) -> tuple[Tensor, Tensor]:
+    """(u(x, t, r), du/dt along (velocity, 1, 0)) for model(x, t, r=r, **model_kwargs).
 
-
-def mean_flow_target(u: AverageVelocity, x: Tensor, t: Tensor, r: Tensor, velocity: Tensor) -> Tensor:
-    """u_tgt = v + (r - t) du/dt, du/dt = JVP of u at (x, t, r) along (v, 1, 0); computed without gradient.
-
-    x: (B, ...) points at times t; t, r: (B,); velocity: v at x (B, ...), the JVP direction in x.
+    One forward-mode pass (imgflow.core.jvp): the primal u carries the gradient. A model object that
+    must produce its prediction another way (the trainer's handle on a DistributedDataParallel
+    wrapper, whose own forward carries the gradient synchronisation) provides a method of this name
+    and is asked instead.
     """
-    with torch.no_grad(), _math_attention(), warnings.catch_warnings():
-        # torch's first forward-AD call registers its decompositions with torch.jit.script, which warns (torch 2.14)
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-        _, du_dt = torch.func.jvp(u, (x, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))
-    return (velocity + expand_like(r - t, x) * du_dt).detach()
+    own = getattr(model, "average_velocity_and_derivative", None)
+    if own is not None:
+        return own(x, t, r, velocity, **model_kwargs)
+    return jvp(lambda xx, tt, rr: model(xx, tt, r=rr, **model_kwargs), (x, t, r),
+               (velocity, torch.ones_like(t), torch.zeros_like(r)))
 
 
 def mean_flow_loss(
@@ -144,7 +138,6 @@ def mean_flow_loss(
     *,
     noise: Tensor | None = None,
     model_kwargs: dict[str, Any] | None = None,
-    target_model: Callable[..., Tensor] | None = None,
     guidance: Guidance | None = None,
     reduction: Reduction = "mean",
     adaptive_p: float = 1.0,
@@ -153,38 +146,19 @@ def mean_flow_loss(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The MeanFlow objective: || u_theta(x_t, t, r) - sg(v + (r - t) du/dt) ||^2, adaptively weighted.
 
-    model(x, t, r=r, **model_kwargs) predicts the average velocity, (B, ...). With target_model None (or
-    model itself) one forward-mode pass gives both the prediction (its primal output, which carries the
-    gradient) and du/dt. Pass the bare module as target_model when `model` is a wrapper whose own
-    forward must carry the gradient (DistributedDataParallel: a JVP through its inner module skips its
-    gradient hooks): the target then comes from a JVP of the module without gradient and the
-    prediction from a second, ordinary pass through the wrapper; dropout draws the same masks in both.
-
-    Returns the batch mean of the weighted loss, or with per_sample=True the pair
+    model(x, t, r=r, **model_kwargs) predicts the average velocity, (B, ...); data, noise: (B, ...);
+    t <= r: (B,). Returns the batch mean of the weighted loss, or with per_sample=True the pair
     (weighted (B,), unweighted squared error (B,)) for logging.
     """
     kwargs = model_kwargs or {}
-    target_model = model if target_model is None else target_model
     noise = path.sample_source(data) if noise is None else noise
     x_t = path.interpolate(data, noise, t)
-    velocity = path.interpolant_velocity(data, noise, t)
+    v = path.interpolant_velocity(data, noise, t)
     if guidance is not None and guidance.active and "y" in kwargs:
-        velocity = guided_velocity(lambda x, tt, y: target_model(x, tt, y=y, r=tt), x_t, t, velocity, kwargs["y"], guidance)
-
-    def u(x: Tensor, tt: Tensor, rr: Tensor) -> Tensor:
-        return target_model(x, tt, r=rr, **kwargs)
-
-    if target_model is model:  # one pass: the JVP's primal output is the prediction and carries the gradient
-        with _math_attention(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
-            pred, du_dt = torch.func.jvp(u, (x_t, t, r), (velocity, torch.ones_like(t), torch.zeros_like(r)))
-        target = (velocity + expand_like(r - t, x_t) * du_dt).detach()
-    else:  # two passes: the target through the bare module, the prediction through the wrapper
-        devices = [x_t.device] if x_t.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # the prediction below draws the same dropout masks
-            target = mean_flow_target(u, x_t, t, r, velocity)
-        pred = model(x_t, t, r=r, **kwargs)
-    error = per_sample_reduce((pred - target) ** 2, reduction)
+        v = guided_velocity(lambda x, tt, y: model(x, tt, y=y, r=tt), x_t, t, v, kwargs["y"], guidance)
+    u, du_dt = average_velocity_and_derivative(model, x_t, t, r, v, **kwargs)
+    u_target = (v + expand_like(r - t, x_t) * du_dt).detach()
+    error = per_sample_reduce((u - u_target) ** 2, reduction)
     weighted = error / (error.detach() + adaptive_eps) ** adaptive_p if adaptive_p else error
     if per_sample:
         return weighted, error.detach()

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from imgflow.core.dynamics import ODE, SDE, FlowMap
+from imgflow.core.progress import progress_bar
 
 #: draws standard-normal noise shaped like its argument
 NoiseSource = Callable[[Tensor], Tensor]
@@ -78,7 +78,7 @@ class Solver(ABC):
         self.nfe = 0
         if keep is not None:
             keep.append(x)
-        for i in tqdm(range(ts.numel() - 1), disable=not self.progress, leave=False, desc=type(self).__name__):
+        for i in progress_bar(range(ts.numel() - 1), enabled=self.progress, leave=False, desc=type(self).__name__):
             x = self.step(x, ts[i], ts[i + 1] - ts[i])
             if keep is not None:
                 keep.append(x)

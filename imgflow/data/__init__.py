@@ -1,9 +1,17 @@
-"""Image datasets: a registry of sources that all end up as one uint8 (N, C, H, W) `ImageData`.
+"""Datasets as data sources behind one interface, all ending up as one (N, C, H, W) `ImageData`.
 
-A folder of your own images (`data.dataset = "folder"`, imgflow.data.folder) is converted once
-into a memory-mapped cache; torchvision's datasets (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN) are
-loaded into memory. A batch is an index into the tensor, scaled to [-1, 1] on the fly, so no
-per-item PIL work happens on the hot path. Shapes and class names come from the data (`DataSpec`).
+A data source (an entry of `DATASETS`, selected by data.dataset) has
+- `options`: the dataclass of its own section [data.<name>] (a folder's path, channels, fit, ...);
+- `validate(data, options)`: a ValueError naming the key and the fix for settings it cannot satisfy;
+- `spec(data)`: channels, size and class names without loading (None when only loading tells);
+- `identity(data)`: what decides the pixels and labels (resume and cached statistics compare it);
+- `load_split(data, split, progress, log)`: the 'train' or 'test' split as `ImageData`;
+- `location_keys`: the [data] keys that only say where the files live.
+
+A folder of your own images (imgflow.data.folder) is converted once into a memory-mapped cache;
+torchvision's datasets (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN) are loaded into memory. A batch is
+an index into the array, scaled on the fly, so no per-item work happens on the hot path. Shapes and
+class names come from the data (`DataSpec`).
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imgflow.data.folder import DataError, FolderDataset, export_image_folder, scan_folder
+from imgflow.data.folder import DataError, FolderDataset, FolderOptions, export_image_folder, scan_folder
 from imgflow.data.images import ImageData, to_unit_range
 from imgflow.data.spec import DataSpec, UnknownClassError
 from imgflow.data.torchvision_sets import TORCHVISION_DATASETS, DatasetNotFoundError, TorchvisionDataset, fit_size
@@ -41,17 +49,14 @@ def load_image_data(
     scaling) or, with resize=True, resizes bilinearly; smaller sizes need resize=True.
     """
     entry = dataset_entry(name)
-    if not isinstance(entry, TorchvisionDataset):
+    if name not in TORCHVISION_DATASETS:
         raise ValueError(f"{name} is not a torchvision dataset; load it with load_dataset(cfg.data)")
     return entry.load(root, "train" if train else "test", image_size, resize, download)
 
 
 def load_dataset(data: Any, split: str = "train", progress: bool = False, log: Any = None) -> ImageData:
     """The split ('train', or 'test': the held-out images) of the dataset a config's [data] section describes."""
-    entry = dataset_entry(data.dataset)
-    if isinstance(entry, TorchvisionDataset):
-        return entry.load(data.data_root, split, data.image_size, data.resize, data.download)
-    return entry.load(data, split, progress=progress, log=log)
+    return dataset_entry(data.dataset).load_split(data, split, progress=progress, log=log)
 
 
 def data_identity(data: Any) -> dict[str, str]:
@@ -59,13 +64,7 @@ def data_identity(data: Any) -> dict[str, str]:
 
     Classifiers and cached reference statistics are keyed by it.
     """
-    entry = dataset_entry(data.dataset)
-    if isinstance(entry, TorchvisionDataset):
-        identity = {"dataset": data.dataset, "image_size": str(data.image_size)}
-        if data.image_size != entry.native_size:  # at the native size nothing is padded or resized
-            identity["resize"] = str(bool(data.resize))
-        return identity
-    return entry.identity(data)
+    return dataset_entry(data.dataset).identity(data)
 
 
 def dataset_spec(data: Any) -> DataSpec:
@@ -74,10 +73,10 @@ def dataset_spec(data: Any) -> DataSpec:
     Checkpoints store the spec of the data they were trained on; this is the fallback for
     checkpoints written before they did.
     """
-    entry = dataset_entry(data.dataset)
-    if not isinstance(entry, TorchvisionDataset):
+    spec = dataset_entry(data.dataset).spec(data)
+    if spec is None:
         raise ValueError(f"the shape of a {data.dataset} dataset is known only once it is loaded")
-    return entry.spec(data.image_size)
+    return spec
 
 
 __all__ = [
@@ -85,6 +84,7 @@ __all__ = [
     "DataError",
     "DataSpec",
     "DatasetNotFoundError",
+    "FolderOptions",
     "ImageData",
     "TorchvisionDataset",
     "UnknownClassError",

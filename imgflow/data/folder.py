@@ -1,22 +1,22 @@
 """Your own images: a folder of PNG/JPEG/WebP/BMP files, converted once into a memory-mapped uint8 cache.
 
-Layout: sub-folders of `data.path` are classes (labels by sorted folder name, images found
+Layout: sub-folders of `data.folder.path` are classes (labels by sorted folder name, images found
 recursively inside each); a folder with images and no sub-folders is an unlabelled dataset
 (an unconditional model). Hidden files and folders are skipped; other non-image files are
 ignored and counted.
 
 Every image is converted once: EXIF orientation applied, transparency composited onto black,
-turned into `data.channels` (1: luminance, 3: RGB), then fitted to `data.image_size` by
-resizing the shorter side and centre-cropping (`data.fit = "crop"`) or resizing the longer side
+turned into `data.folder.channels` (1: luminance, 3: RGB), then fitted to `data.image_size` by
+resizing the shorter side and centre-cropping (`data.folder.fit = "crop"`) or resizing the longer side
 and padding with black (`"pad"`), with PIL's antialiasing bicubic filter. The result is one
-uint8 (N, C, H, W) array on disk under `data.cache_dir` (default ~/.cache/imgflow/folders),
+uint8 (N, C, H, W) array on disk under `data.folder.cache_dir` (default ~/.cache/imgflow/folders),
 keyed by the file list with sizes and modification times, the transform and the hold-out
 fraction: any change rebuilds it, the second start only lists the files and maps the array.
 A cache that is truncated or from another format version is rebuilt, never trusted.
-Conversion shows a tqdm bar and uses the available cores.
+Conversion shows a progress bar (on a terminal) and uses the available cores.
 
-Splits: a deterministic `data.holdout_fraction` of the files (chosen by a hash of each file's
-path relative to `data.path`, so adding files never moves old ones between splits) is the
+Splits: a deterministic `data.folder.holdout_fraction` of the files (chosen by a hash of each file's
+path relative to `data.folder.path`, so adding files never moves old ones between splits) is the
 held-out "test" split that evaluation measures against; the rest is "train". The cache stores
 the train rows first, so each split is one contiguous memory-mapped block: a dataset larger
 than memory trains with the same (seed, step) batches as one in memory.
@@ -99,14 +99,14 @@ def scan_folder(path: str | Path) -> FolderScan:
     """List the images of a folder (sub-folders are classes) with one clear error for a folder that cannot be used."""
     root = Path(path).expanduser()
     if not str(path):
-        raise DataError("data.path is empty; set it to the folder that holds your images (data.dataset = 'folder')")
+        raise DataError("data.folder.path is empty; set it to the folder that holds your images (data.dataset = 'folder')")
     if not root.is_dir():
         what = "is a file" if root.exists() else "does not exist"
-        raise DataError(f"data.path {root} {what}; set it to the folder that holds your images")
+        raise DataError(f"data.folder.path {root} {what}; set it to the folder that holds your images")
     try:
         entries = sorted(root.iterdir())
     except OSError as exc:
-        raise DataError(f"cannot read data.path {root} ({exc.strerror}); check its permissions") from None
+        raise DataError(f"cannot read data.folder.path {root} ({exc.strerror}); check its permissions") from None
     class_dirs = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
     top_images = [e.name for e in entries if e.is_file() and _is_image(e.name) and not e.name.startswith(".")]
     ignored = sum(1 for e in entries if e.is_file() and not _is_image(e.name) and not e.name.startswith("."))
@@ -114,7 +114,7 @@ def scan_folder(path: str | Path) -> FolderScan:
     labels: list[int] = []
     if class_dirs and top_images:
         raise DataError(f"{root} holds both images ({top_images[0]}, ...) and class sub-folders ({class_dirs[0].name}, ...); "
-                        "move the loose images into a class folder, or point data.path at a folder of images only")
+                        "move the loose images into a class folder, or point data.folder.path at a folder of images only")
     for label, cls in enumerate(class_dirs):
         found = 0
         for folder, name in _walk(cls):
@@ -249,7 +249,7 @@ def build_cache(scan: FolderScan, image_size: int, channels: int, fit: str, hold
                 cache_dir: str | Path | None = None, workers: int = 0, progress: bool = False,
                 log: Callable[[str], None] | None = None) -> FolderCache:
     """The cache of a scanned folder under this transform: reused when valid, otherwise (re)built atomically."""
-    from tqdm.auto import tqdm
+    from imgflow.core.progress import progress_bar
 
     say = log or (lambda _m: None)
     transform = transform_of(image_size, channels, fit, holdout_fraction, skip_bad)
@@ -264,7 +264,7 @@ def build_cache(scan: FolderScan, image_size: int, channels: int, fit: str, hold
     try:
         root_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DataError(f"cannot create the image cache folder {root_dir} ({exc.strerror}); set data.cache_dir to a writable folder") from None
+        raise DataError(f"cannot create the image cache folder {root_dir} ({exc.strerror}); set data.folder.cache_dir to a writable folder") from None
     for stale in root_dir.glob(f"{final.name}.tmp-*"):  # left by a conversion that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root_dir / f"{final.name}.tmp-{os.getpid()}"
@@ -275,7 +275,7 @@ def build_cache(scan: FolderScan, image_size: int, channels: int, fit: str, hold
     item = channels * image_size * image_size
     tasks = [(str(scan.root / scan.files[i]), image_size, channels, fit) for i in order]
     kept, skipped, n_train = [], [], 0
-    bar = tqdm(total=len(tasks), disable=not progress, desc=f"converting {scan.root.name}", unit="img", mininterval=1.0,
+    bar = progress_bar(total=len(tasks), enabled=progress, desc=f"converting {scan.root.name}", unit="img", mininterval=1.0,
                delay=2.0, leave=False)
     try:
         with open(tmp / "images.u8", "wb") as out:
@@ -285,7 +285,7 @@ def build_cache(scan: FolderScan, image_size: int, channels: int, fit: str, hold
                 if pixels is None:
                     if not skip_bad:
                         raise DataError(f"cannot read image {scan.root / scan.files[i]} ({error}); fix or remove it, "
-                                        "or set data.skip_bad_images = true to leave such files out")
+                                        "or set data.folder.skip_bad_images = true to leave such files out")
                     skipped.append(scan.files[i])
                     continue
                 out.write(pixels.tobytes())
@@ -295,7 +295,7 @@ def build_cache(scan: FolderScan, image_size: int, channels: int, fit: str, hold
         if not kept:
             raise DataError(f"none of the {len(tasks)} images under {scan.root} could be read; check the files")
         if (tmp / "images.u8").stat().st_size != len(kept) * item:
-            raise DataError(f"writing the image cache in {tmp} fell short (disk full?); free space or set data.cache_dir")
+            raise DataError(f"writing the image cache in {tmp} fell short (disk full?); free space or set data.folder.cache_dir")
         meta = {
             "format": CACHE_FORMAT, "key": key, "source": str(scan.root.resolve()), "transform": transform, "count": len(kept),
             "image_shape": [channels, image_size, image_size], "train_count": n_train, "files": [scan.files[i] for i in kept],
@@ -331,31 +331,78 @@ def _remove_superseded(root_dir: Path, current: Path, meta: dict[str, Any]) -> N
 # --- the dataset ---------------------------------------------------------------------------------
 
 
+@dataclass
+class FolderOptions:
+    """[data.folder]: where your images are and how they become training images.
+
+    path: the folder (its sub-folders are the classes; a flat folder is unlabelled); channels: 1 (grey) or
+    3 (RGB, the default); fit: crop (shorter side to image_size, centre crop) | pad (longer side, black
+    borders); holdout_fraction: the share of files held out for evaluation (chosen by path, deterministic);
+    skip_bad_images: leave unreadable images out (counted) instead of stopping; cache_dir: where converted
+    images are cached (default ~/.cache/imgflow/folders); workers: conversion processes (default: the
+    available cores).
+    """
+
+    path: str | None = None
+    channels: int | None = None
+    fit: str = "crop"
+    holdout_fraction: float = 0.1
+    skip_bad_images: bool = False
+    cache_dir: str | None = None
+    workers: int | None = None
+
+    @property
+    def image_channels(self) -> int:
+        return self.channels or 3
+
+
 class FolderDataset:
-    """The registry entry of data.dataset = 'folder'."""
+    """The data source of data.dataset = 'folder' (see imgflow.data.DATASETS for the interface)."""
 
     name = "folder"
+    options = FolderOptions
     flippable = True  # a folder of photos may be mirrored; set data.hflip only if yours may
+    #: keys that only say where the files live (resume and classifiers ignore them)
+    location_keys = ("data_root", "download", "folder.path", "folder.cache_dir", "folder.workers", "folder.skip_bad_images")
+
+    def validate(self, data: Any, options: FolderOptions) -> None:
+        """ValueError (one line naming the key and the fix) for settings no folder can satisfy."""
+        if not options.path:
+            raise ValueError("data.dataset = 'folder' needs data.folder.path, the folder that holds your images (sub-folders are classes)")
+        if options.channels not in (None, 1, 3):
+            raise ValueError(f"data.folder.channels must be 1 (grey) or 3 (RGB), got {options.channels}")
+        if options.fit not in FITS:
+            raise ValueError(f"data.folder.fit = {options.fit!r} is not one of: {', '.join(FITS)}")
+        if not 0.0 <= options.holdout_fraction < 1.0:
+            raise ValueError(f"data.folder.holdout_fraction must be in [0, 1), got {options.holdout_fraction}")
+        if options.workers is not None and options.workers < 1:
+            raise ValueError(f"data.folder.workers must be >= 1 (leave it out for the available cores), got {options.workers}")
+
+    def spec(self, data: Any) -> DataSpec | None:
+        """None: a folder's classes are known once it is scanned."""
+        return None
 
     def identity(self, data: Any) -> dict[str, str]:
-        scan = scan_folder(data.path)
-        return {"dataset": self.name, "image_size": str(data.image_size), "channels": str(data.channels or 3), "fit": data.fit,
-                "holdout_fraction": str(data.holdout_fraction), "fingerprint": scan.fingerprint}
+        o = data.options
+        scan = scan_folder(o.path)
+        return {"dataset": self.name, "image_size": str(data.image_size), "channels": str(o.image_channels), "fit": o.fit,
+                "holdout_fraction": str(o.holdout_fraction), "fingerprint": scan.fingerprint}
 
-    def load(self, data: Any, split: str = "train", progress: bool = False, log: Callable[[str], None] | None = None) -> ImageData:
+    def load_split(self, data: Any, split: str = "train", progress: bool = False, log: Callable[[str], None] | None = None) -> ImageData:
         """The split ('train', or 'test': the held-out files) as memory-mapped uint8 (N, C, H, W)."""
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        scan = scan_folder(data.path)
-        channels = data.channels or 3
-        cache = build_cache(scan, data.image_size, channels, data.fit, data.holdout_fraction, skip_bad=data.skip_bad_images,
-                            cache_dir=data.cache_dir or None, workers=data.workers, progress=progress, log=log)
+        o = data.options
+        scan = scan_folder(o.path)
+        channels = o.image_channels
+        cache = build_cache(scan, data.image_size, channels, o.fit, o.holdout_fraction, skip_bad=o.skip_bad_images,
+                            cache_dir=o.cache_dir or None, workers=o.workers or 0, progress=progress, log=log)
         meta = cache.meta
         lo, hi = (0, meta["train_count"]) if split == "train" else (meta["train_count"], meta["count"])
         if hi <= lo:
-            fix = "lower data.holdout_fraction" if split == "train" else "set data.holdout_fraction > 0 (e.g. 0.1)"
+            fix = "lower data.folder.holdout_fraction" if split == "train" else "set data.folder.holdout_fraction > 0 (e.g. 0.1)"
             raise DataError(f"the {split} split of {scan.root} is empty ({meta['count']} images, hold-out fraction "
-                            f"{data.holdout_fraction}); {fix}")
+                            f"{o.holdout_fraction}); {fix}")
         images = torch.from_numpy(cache.images()[lo:hi])
         labels = torch.tensor(meta["labels"][lo:hi], dtype=torch.long) if meta["labels"] is not None else None
         spec = DataSpec(self.name, channels, data.image_size, tuple(meta["class_names"]), scan.fingerprint)
@@ -371,7 +418,8 @@ def export_image_folder(data: ImageData, out_dir: str | Path, progress: bool = F
     zero-padded row index, so the folder's order within a class is the dataset's.
     """
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from imgflow.core.progress import progress_bar
 
     out = Path(out_dir)
     names = data.spec.class_names
@@ -380,7 +428,7 @@ def export_image_folder(data: ImageData, out_dir: str | Path, progress: bool = F
     for f in folders or [out]:
         f.mkdir(parents=True, exist_ok=True)
     digits = len(str(len(data)))
-    for i in tqdm(range(len(data)), disable=not progress, desc="writing PNGs", unit="img", mininterval=1.0):
+    for i in progress_bar(range(len(data)), enabled=progress, desc="writing PNGs", unit="img", mininterval=1.0):
         pixels = data.images[i].numpy()
         img = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
         folder = folders[int(data.labels[i])] if data.labels is not None and folders else out

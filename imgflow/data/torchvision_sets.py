@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,6 +20,11 @@ _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded."""
+
+
+@dataclass
+class TorchvisionOptions:
+    """[data.<torchvision dataset>]: no keys of their own (data_root, resize and download are [data] keys)."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,33 @@ class TorchvisionDataset:
     split_argument: bool = False
     flippable: bool = False
 
-    def spec(self, image_size: int | None = None, class_names: tuple[str, ...] | None = None) -> DataSpec:
+    options: ClassVar[type] = TorchvisionOptions
+    #: keys that only say where the files live (resume and classifiers ignore them)
+    location_keys: ClassVar[tuple[str, ...]] = ("data_root", "download")
+
+    # --- the data-source interface (imgflow.data.DATASETS) --------------------------------------
+    def validate(self, data: Any, options: Any) -> None:
+        """ValueError for settings this dataset cannot satisfy (one line naming the key and the fix)."""
+        if data.hflip and not self.flippable:
+            raise ValueError(f"data.hflip = true would mirror {self.name} images into other symbols; set it false")
+
+    def spec(self, data: Any = None, class_names: tuple[str, ...] | None = None) -> DataSpec:
+        """The spec of the data at data.image_size (an int also works; None: the native size)."""
+        image_size = data if isinstance(data, int) or data is None else data.image_size
         names = class_names or self.class_names or tuple(str(i) for i in range(self.num_classes))
         return DataSpec(self.name, self.channels, image_size or self.native_size, tuple(names))
+
+    def identity(self, data: Any) -> dict[str, str]:
+        """What decides the pixels and labels (not where the files live)."""
+        identity = {"dataset": self.name, "image_size": str(data.image_size)}
+        if data.image_size != self.native_size:  # at the native size nothing is padded or resized
+            identity["resize"] = str(bool(data.resize))
+        return identity
+
+    def load_split(self, data: Any, split: str = "train", progress: bool = False,
+                   log: Callable[[str], None] | None = None) -> ImageData:
+        """The split of a [data] section's dataset (progress and log: nothing to report, the files are read at once)."""
+        return self.load(data.data_root, split, data.image_size, data.resize, data.download)
 
     def missing_message(self, root: Path) -> str:
         where = root / self.folder if self.folder else root

@@ -7,12 +7,11 @@
 - `likelihood`: bits/dim of images under the probability-flow ODE.
 - `report`: `evaluate_checkpoint(...) -> EvalReport`.
 - `sweep`: quality against NFE for every solver and grid (`sweep_checkpoint`, `nfe_sweep`, table, plot).
-- `budget`: training recipes compared at fixed wall-clock budgets (`budget_comparison`).
 
-The likelihood math itself is shared and lives in `imgflow.core.likelihood`.
+The likelihood math itself is shared and lives in `imgflow.core.likelihood`; comparisons that train as well as
+judge (`budget_comparison`) live in `imgflow.experiments`.
 """
 
-from imgflow.evaluation.budget import BudgetReport, budget_comparison
 from imgflow.evaluation.class_accuracy import ClassAccuracy, accuracy_from_predictions, class_accuracy, class_accuracy_of_samples
 from imgflow.evaluation.classifier import (
     ClassifierArch,

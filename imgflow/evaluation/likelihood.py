@@ -78,7 +78,7 @@ def image_nll(
             null = torch.full((x.shape[0],), sampler.spec.num_classes, device=device)
             y = labels[start : start + batch_size].to(device) if label_mode == "true" else null
             kwargs["y"] = y
-        field_ = ModelField(model, sampler.config.flow.prediction, schedule, model_kwargs=kwargs)
+        field_ = ModelField(model, sampler.record.prediction, schedule, model_kwargs=kwargs)
         res = log_likelihood(field_, x, solver=solver, num_steps=num_steps, divergence="hutchinson", probe=probe,
                              num_probes=num_probes, seed=seed + 1000 * b + 1, rtol=rtol, atol=atol, grid_power=grid_power)
         bpd.append(bits_per_dim(res.log_prob.double().cpu(), dims))

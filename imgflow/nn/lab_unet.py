@@ -25,31 +25,18 @@ of the batch in training mode; use eval() for sampling.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from imgflow.nn.embeddings import time_vector
+from imgflow.nn.backbones import Backbone, BuiltFor
+from imgflow.nn.conditioning import Conditioning, LabFourierEncoder, rename_legacy_keys
 from imgflow.nn.unet import count_parameters
 
-__all__ = ["LabFourierEncoder", "LabResidualLayer", "LabUNet"]
-
-
-class LabFourierEncoder(nn.Module):
-    """t (B,) -> sqrt(2) [sin(2 pi w t) | cos(2 pi w t)] (B, dim), w learnable ~ N(0, 1)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        if dim % 2:
-            raise ValueError(f"the Fourier time embedding needs an even dim, got {dim}")
-        self.half_dim = dim // 2
-        self.weights = nn.Parameter(torch.randn(1, self.half_dim))
-
-    def forward(self, t: Tensor) -> Tensor:
-        freqs = t.reshape(-1, 1) * self.weights * 2 * math.pi
-        return torch.cat([torch.sin(freqs), torch.cos(freqs)], dim=-1) * math.sqrt(2)
+__all__ = ["LabFourierEncoder", "LabResidualLayer", "LabUNet"]  # LabFourierEncoder lives in imgflow.nn.conditioning
 
 
 def _adapter(in_dim: int, channels: int) -> nn.Sequential:
@@ -170,8 +157,11 @@ class LabUNet(nn.Module):
         self.init_conv = nn.Sequential(
             nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.BatchNorm2d(channels[0]), nn.SiLU()
         )
-        self.time_embedder = LabFourierEncoder(t_embed_dim)
-        self.y_embedder = nn.Embedding(num_classes + 1, y_embed_dim)
+        if t_embed_dim != y_embed_dim:
+            raise ValueError(f"the shared conditioning embeds time and label at one width; got t_embed_dim {t_embed_dim} "
+                             f"and y_embed_dim {y_embed_dim}")
+        # the lab's learned Fourier time features and its 11-row label table, in the conditioning every backbone shares
+        self.cond = Conditioning(t_embed_dim, time_embedding="lab_fourier", num_classes=num_classes)
         pairs = list(zip(channels[:-1], channels[1:]))
         self.encoders = nn.ModuleList(
             [_Encoder(a, b, num_residual_layers, t_embed_dim, y_embed_dim) for a, b in pairs]
@@ -182,9 +172,27 @@ class LabUNet(nn.Module):
         self.midcoder = _Midcoder(channels[-1], num_residual_layers, t_embed_dim, y_embed_dim)
         self.final_conv = nn.Conv2d(channels[0], out_channels, 3, padding=1)
 
+    #: the lab's own parameter names (and imgflow's before the shared conditioning) -> this module's
+    legacy_renames: typing.ClassVar[dict[str, str]] = {"time_embedder.weights": "cond.time_embed.weights",
+                                                       "y_embedder.weight": "cond.class_embed.embedding.weight"}
+
+    @property
+    def time_embedder(self) -> nn.Module:
+        """The lab's name for the learned Fourier time features."""
+        return self.cond.time_embed
+
+    @property
+    def y_embedder(self) -> nn.Embedding:
+        """The lab's name for the label table (num_classes + 1 rows, the last the null label)."""
+        return self.cond.class_embed.embedding
+
     @property
     def null_label(self) -> int:
         return self.num_classes
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # type: ignore[override]
+        """Also takes a state dict with the lab's names (time_embedder.weights, y_embedder.weight)."""
+        return super().load_state_dict(rename_legacy_keys(state_dict, self.legacy_renames), strict=strict, assign=assign)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return count_parameters(self, trainable_only)
@@ -197,12 +205,8 @@ class LabUNet(nn.Module):
                 f"got {tuple(x.shape)}; build the LabUNet with the data's channels and image_size"
             )
         batch = x.shape[0]
-        t_embed = self.time_embedder(time_vector(t, batch, x.device).to(self.time_embedder.weights.dtype))
-        if y is None:
-            y = torch.full((batch,), self.num_classes, dtype=torch.long, device=x.device)
-        elif y.shape != (batch,):
-            raise ValueError(f"labels of shape {tuple(y.shape)} do not match batch size {batch}; pass y as (B,)")
-        y_embed = self.y_embedder(y)
+        t_embed = self.cond.time(t, batch, x.device)
+        y_embed = self.cond.label(y, batch, x.device)
 
         h = self.init_conv(x)
         residuals = []
@@ -213,3 +217,38 @@ class LabUNet(nn.Module):
         for decoder in self.decoders:
             h = decoder(h + residuals.pop(), t_embed, y_embed)
         return self.final_conv(h).to(x.dtype)
+
+
+@dataclass
+class LabUNetOptions:
+    """[model.lab_unet]: the lab network's level widths, residual layers per level and embedding width (the lab's
+    values by default). It always takes labels (its table has num_classes + 1 rows) and one time."""
+
+    channels: tuple[int, ...] = (32, 64, 128)
+    num_residual_layers: int = 2
+    embed_dim: int = 40
+
+    def validate(self) -> None:
+        if not self.channels or min(self.channels) < 1:
+            raise ValueError(f"channels must be a non-empty list of positive integers, got {list(self.channels)}")
+        if self.num_residual_layers < 1:
+            raise ValueError(f"num_residual_layers must be >= 1, got {self.num_residual_layers}")
+        if self.embed_dim < 2 or self.embed_dim % 2:
+            raise ValueError(f"embed_dim must be an even number >= 2 (sin and cos pairs), got {self.embed_dim}")
+
+
+def _fits(options: LabUNetOptions, image_size: int) -> None:
+    factor = 2 ** (len(options.channels) - 1)
+    if image_size % factor:
+        raise ValueError(f"image_size {image_size} is not divisible by 2**{len(options.channels) - 1} = {factor} for channels "
+                         f"{list(options.channels)}; use fewer levels or resize the images to {math.ceil(image_size / factor) * factor}")
+
+
+def build_lab_unet(options: LabUNetOptions, built_for: BuiltFor) -> LabUNet:
+    return LabUNet(channels=options.channels, num_residual_layers=options.num_residual_layers, t_embed_dim=options.embed_dim,
+                   y_embed_dim=options.embed_dim, num_classes=max(built_for.num_classes or 1, 1), in_channels=built_for.channels,
+                   image_size=built_for.image_size)
+
+
+LAB_UNET = Backbone("lab_unet", LabUNetOptions, build_lab_unet, labels="always", check_fits=_fits,
+                    description="the course lab's MNIST U-Net (BatchNorm, additive skips, learned Fourier time)")

@@ -33,7 +33,9 @@ naming the fix, and forward rejects inputs of another size.
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,7 +43,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from imgflow.nn.embeddings import TIME_EMBEDDINGS, ClassEmbedding, make_time_embedding, time_vector
+from imgflow.nn.backbones import Backbone, BuiltFor
+from imgflow.nn.conditioning import Conditioning, ConditioningOptions
+from imgflow.nn.embeddings import TIME_EMBEDDINGS
 
 __all__ = [
     "AttentionBlock",
@@ -336,21 +340,13 @@ class UNet(nn.Module):
         self.num_classes = num_classes
 
         emb_dim = time_embed_dim or 4 * base_channels
-        if time_embedding == "sinusoidal":
-            self.time_embed = make_time_embedding("sinusoidal", base_channels, emb_dim, scale=time_scale)
-        else:
-            feat = base_channels + base_channels % 2
-            self.time_embed = make_time_embedding(
-                "fourier", feat, emb_dim, scale=fourier_scale, learnable=learnable_fourier
-            )
-        self.class_embed = ClassEmbedding(num_classes, emb_dim) if num_classes is not None else None
         if second_time not in SECOND_TIMES:
             raise ValueError(f"unknown second_time {second_time!r}; use one of {SECOND_TIMES}")
         self.second_time = second_time
-        self.second_time_embed = None
-        if second_time is not None:  # a flow map u(x, t, r): r enters as its own embedding, zero at initialisation
-            self.second_time_embed = make_time_embedding("sinusoidal", base_channels, emb_dim, scale=time_scale)
-            _zero(self.second_time_embed.mlp[-1])
+        # time (+ second time of a flow map) + class: the conditioning every backbone shares
+        self.cond = Conditioning(emb_dim, feature_dim=base_channels, time_embedding=time_embedding, time_scale=time_scale,
+                                 fourier_scale=fourier_scale, learnable_fourier=learnable_fourier, num_classes=num_classes,
+                                 flow_map=second_time is not None, second_time=second_time or "interval")
 
         def res(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, emb_dim, dropout, num_groups, scale_shift)
@@ -396,10 +392,18 @@ class UNet(nn.Module):
 
         self.out = nn.Sequential(GroupNorm32(ch, num_groups), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
+    #: parameter names before the shared conditioning module (checkpoints written before issue 16) -> now
+    legacy_renames: typing.ClassVar[dict[str, str]] = {"time_embed.": "cond.time_embed.", "class_embed.": "cond.class_embed.",
+                      "second_time_embed.": "cond.second_time_embed."}
+
     @property
     def null_label(self) -> int | None:
         """The label meaning "unconditional" (num_classes), None for an unconditional model."""
         return self.num_classes
+
+    @property
+    def class_embed(self) -> nn.Module | None:
+        return self.cond.class_embed
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return count_parameters(self, trainable_only)
@@ -413,18 +417,7 @@ class UNet(nn.Module):
 
     def embed(self, t: Tensor | float, y: Tensor | None, batch_size: int, device: torch.device, r: Tensor | float | None = None) -> Tensor:
         """The (B, time_embed_dim) conditioning vector: time embedding (+ second time) + class embedding."""
-        t_vec = time_vector(t, batch_size, device)
-        emb = self.time_embed(t_vec)
-        if self.second_time_embed is not None:
-            r_vec = t_vec if r is None else time_vector(r, batch_size, device)
-            emb = emb + self.second_time_embed(r_vec - t_vec if self.second_time == "interval" else r_vec)
-        elif r is not None:
-            raise ValueError("this UNet takes one time (second_time=None) but got r; build it with second_time='interval' or 'end'")
-        if self.class_embed is not None:
-            emb = emb + self.class_embed(y, batch_size, device).to(emb.dtype)
-        elif y is not None:
-            raise ValueError("this UNet is unconditional (num_classes=None) but got labels y")
-        return emb
+        return self.cond(t, y, batch_size, device, r)
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None, r: Tensor | float | None = None) -> Tensor:
         """x: (B, C, H, W), t: scalar / (B,) / (B, 1, 1, 1) in [0, 1], y: (B,) long or None.
@@ -443,3 +436,49 @@ class UNet(nn.Module):
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
         return self.out(h).to(x.dtype)
+
+
+@dataclass
+class UNetOptions(ConditioningOptions):
+    """[model.unet]: the U-Net's widths, depth and attention (see `UNet` for each key), plus the shared conditioning keys.
+
+    head_channels: None = num_heads heads; an integer = heads of that width (ADM's num_head_channels).
+    """
+
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 1
+    attention_resolutions: tuple[int, ...] = (7,)
+    mid_attention: bool = True  # self-attention in the middle block (costly at 14x14 on a CPU)
+    num_heads: int = 4
+    head_channels: int | None = None
+    scale_shift: bool = False  # FiLM (scale, shift) conditioning in the residual blocks (ADM's use_scale_shift_norm)
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        self.check_conditioning()
+        if self.base_channels < 1 or self.num_res_blocks < 1:
+            raise ValueError("base_channels and num_res_blocks must be >= 1")
+        if not self.channel_mults or min(self.channel_mults) < 1:
+            raise ValueError(f"channel_mults must be a non-empty list of positive integers, got {list(self.channel_mults)}")
+        if self.num_heads < 1 or (self.head_channels is not None and self.head_channels < 1):
+            raise ValueError("num_heads and head_channels must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def _fits(options: UNetOptions, image_size: int) -> None:
+    check_geometry(image_size, options.channel_mults, options.attention_resolutions)
+
+
+def build_unet(options: UNetOptions, built_for: BuiltFor) -> UNet:
+    o = options
+    return UNet(in_channels=built_for.channels, image_size=built_for.image_size, base_channels=o.base_channels,
+                channel_mults=o.channel_mults, num_res_blocks=o.num_res_blocks, attention_resolutions=o.attention_resolutions,
+                mid_attention=o.mid_attention, num_heads=o.num_heads, head_channels=o.head_channels, scale_shift=o.scale_shift,
+                dropout=o.dropout, num_classes=built_for.num_classes, time_embedding=o.time_embedding,
+                second_time=o.second_time if built_for.flow_map else None, time_scale=o.time_scale)
+
+
+UNET = Backbone("unet", UNetOptions, build_unet, flow_map=True, check_fits=_fits,
+                description="U-Net of DDPM / improved DDPM (torchcfm's CIFAR-10 layout)")

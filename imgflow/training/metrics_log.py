@@ -36,8 +36,11 @@ def flat_config(cfg_dict: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out = {}
     for section, values in cfg_dict.items():
         for key, value in values.items():
-            out[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
-    return out
+            if isinstance(value, dict):  # a [section.variant] table
+                out.update(flat_config({f"{section}.{key}": value}))
+            else:
+                out[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool, type(None))) else json.dumps(value)
+    return {k: ("none" if v is None else v) for k, v in out.items()}
 
 
 def scalar_metrics(record: dict[str, Any], time_bins: int) -> dict[str, float]:

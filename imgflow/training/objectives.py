@@ -1,32 +1,66 @@
-"""What one training step minimises, per sample: the config's loss on a `MicroBatch`.
+"""What one training step minimises: the objective registry (`flow.objective`).
 
-An objective draws the times of a global batch (`draw_times`) and turns a micro-batch into two
-(b,) per-sample tensors: the loss whose mean the gradient comes from, and the error the metrics
-log keeps by time bin (the same tensor for flow matching; MeanFlow logs its squared error before
-the adaptive weighting, which would make every sample's loss about 1). The math itself lives in
-imgflow.core (losses, mean_flow).
+An objective entry says which options it has (its `[flow.<name>]` section), which predictions it can
+train, whether it trains a flow map u(x, t, r) (the backbone then takes a second time and the
+sampler can jump with it), which guidance scale its samples carry at sampling guidance 1, and how
+to build the object that does the work:
+
+- `draw_times(n, generator, device) -> (t, r or None)`: the random times of a global batch;
+- `per_sample_loss(model, batch) -> (loss (b,), logged (b,))`: the loss whose mean the gradient
+  comes from and the error the metrics log keeps by time bin (the same tensor for flow matching;
+  MeanFlow logs its squared error before the adaptive weighting, which would make every sample's
+  loss about 1). `model` is the trainer's `TrainingModel`: called like the network, it runs the
+  forward pass through the DDP wrapper; the core's MeanFlow loss asks it for its JVP.
+
+The math lives in imgflow.core (losses, mean_flow). Adding an objective is one class and one
+`OBJECTIVES` line; the trainer, sampler and config read everything from the entry.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import Tensor
 
-from imgflow.config import RunConfig
-from imgflow.core import LOSSES, sample_times
-from imgflow.core.mean_flow import Guidance, mean_flow_loss, sample_time_pairs
-from imgflow.factory import build_path
+from imgflow.core import LOSSES, GaussianPath, sample_times, schedule_from_name
+from imgflow.core.mean_flow import Guidance, mean_flow_loss, sample_time_pairs, trained_guidance
 from imgflow.training.batches import MicroBatch
 
-Forward = Callable[..., Tensor]
+if TYPE_CHECKING:
+    from imgflow.config import RunConfig
+
+#: the predictions whose training target stays finite up to t = 1 (a score's does not)
+PREDICTIONS = ("velocity", "noise")
+
+
+class Objective(Protocol):
+    def draw_times(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor | None]: ...
+
+    def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, Tensor]: ...
+
+
+def build_path(cfg: RunConfig) -> GaussianPath:
+    """x_t = alpha_t data + beta_t noise with the configured schedule ('linear' is the linear path)."""
+    return GaussianPath(schedule_from_name(cfg.flow.schedule))
+
+
+def _labels(batch: MicroBatch) -> dict[str, Tensor]:
+    return {"y": batch.labels} if batch.labels is not None else {}
+
+
+@dataclass
+class FlowMatchingOptions:
+    """[flow.flow_matching]: no keys of its own (times, prediction and reduction are [flow] keys)."""
 
 
 class FlowMatchingObjective:
     """The loss of flow.prediction (velocity: flow matching; noise: noise prediction) at t ~ flow.time_sampling."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, options: FlowMatchingOptions, null_label: int | None) -> None:
         self.cfg = cfg
         self.path = build_path(cfg)
         self.loss_fn = LOSSES[cfg.flow.prediction]
@@ -35,42 +69,99 @@ class FlowMatchingObjective:
         f = self.cfg.flow
         return sample_times(n, f.time_sampling, mean=f.logit_normal_mean, std=f.logit_normal_std, generator=gen, device=device), None
 
-    def per_sample_loss(self, forward: Forward, batch: MicroBatch, **_: object) -> tuple[Tensor, Tensor]:
-        kwargs = {"y": batch.labels} if batch.labels is not None else {}
-        loss = self.loss_fn(forward, self.path, batch.data, batch.times, noise=batch.noise, model_kwargs=kwargs,
+    def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, Tensor]:
+        loss = self.loss_fn(model, self.path, batch.data, batch.times, noise=batch.noise, model_kwargs=_labels(batch),
                             reduction=self.cfg.flow.loss_reduction, per_sample=True)
         return loss, loss.detach()
 
 
+@dataclass
+class MeanFlowOptions:
+    """[flow.mean_flow]: (t, r) are two sorted logit-normal draws (time_std 0: uniform), r = t for `equal_fraction`
+    of the samples; classifier-free guidance omega (`guidance`) with the model's own conditional velocity mixed in
+    at weight kappa (`guidance_mix`) is folded into the target (samples look guided like w = omega / (1 - kappa));
+    the loss weight is 1 / (error + eps)^adaptive_p (0 = plain squared error)."""
+
+    time_mean: float = 0.4
+    time_std: float = 1.0
+    equal_fraction: float = 0.75
+    guidance: float = 1.0
+    guidance_mix: float = 0.0
+    adaptive_p: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 <= self.equal_fraction <= 1.0:
+            raise ValueError(f"equal_fraction must be in [0, 1], got {self.equal_fraction}")
+        if self.time_std < 0:
+            raise ValueError(f"time_std must be >= 0 (0 = uniform times), got {self.time_std}")
+        if not 0.0 <= self.guidance_mix < 1.0:
+            raise ValueError(f"guidance_mix must be in [0, 1), got {self.guidance_mix}")
+        if not (self.guidance > 0.0 and math.isfinite(self.guidance)):
+            raise ValueError(f"guidance must be > 0 (1 = no guidance), got {self.guidance}")
+        if self.adaptive_p < 0:
+            raise ValueError(f"adaptive_p must be >= 0, got {self.adaptive_p}")
+
+
 class MeanFlowObjective:
-    """MeanFlow (imgflow.core.mean_flow) on a flow-map U-Net: (t, r) pairs, a JVP target, guidance folded in.
+    """MeanFlow (imgflow.core.mean_flow) on a flow-map backbone: (t, r) pairs, a JVP target, guidance folded in."""
 
-    The prediction goes through the (possibly DistributedDataParallel) wrapper that carries the
-    gradient synchronisation; the JVP that builds the stop-gradient target runs on the bare module.
-    """
-
-    def __init__(self, cfg: RunConfig, null_label: int | None) -> None:
+    def __init__(self, cfg: RunConfig, options: MeanFlowOptions, null_label: int | None) -> None:
         self.cfg = cfg
+        self.options = options
         self.path = build_path(cfg)
-        f = cfg.flow
-        self.guidance = Guidance(f.mean_flow_guidance, f.mean_flow_guidance_mix, null_label) if null_label is not None else None
+        self.guidance = Guidance(options.guidance, options.guidance_mix, null_label) if null_label is not None else None
 
     def draw_times(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor | None]:
-        f = self.cfg.flow
-        return sample_time_pairs(n, mean=f.mean_flow_time_mean, std=f.mean_flow_time_std, equal_fraction=f.mean_flow_equal_fraction,
-                                 generator=gen, device=device)
+        o = self.options
+        return sample_time_pairs(n, mean=o.time_mean, std=o.time_std, equal_fraction=o.equal_fraction, generator=gen, device=device)
 
-    def per_sample_loss(self, forward: Forward, batch: MicroBatch, *, model: torch.nn.Module | None = None,
-                        accelerator=None, **_: object) -> tuple[Tensor, Tensor]:
-        bare = accelerator.unwrap_model(model) if accelerator is not None and model is not None else forward
-        kwargs = {"y": batch.labels} if batch.labels is not None else {}
-        return mean_flow_loss(forward, self.path, batch.data, batch.times, batch.second_times, noise=batch.noise, model_kwargs=kwargs,
-                              target_model=bare, guidance=self.guidance, reduction=self.cfg.flow.loss_reduction,
-                              adaptive_p=self.cfg.flow.mean_flow_adaptive_p, per_sample=True)
+    def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, Tensor]:
+        return mean_flow_loss(model, self.path, batch.data, batch.times, batch.second_times, noise=batch.noise,
+                              model_kwargs=_labels(batch), guidance=self.guidance, reduction=self.cfg.flow.loss_reduction,
+                              adaptive_p=self.options.adaptive_p, per_sample=True)
 
 
-def build_objective(cfg: RunConfig, null_label: int | None = None) -> FlowMatchingObjective | MeanFlowObjective:
+def _mean_flow_checks(options: MeanFlowOptions, cfg: RunConfig) -> None:
+    if (options.guidance != 1.0 or options.guidance_mix != 0.0) and not cfg.model.class_conditional:
+        raise ValueError("flow.mean_flow.guidance needs a class-conditional model; set model.class_conditional = true or the guidance to 1")
+
+
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    """A registry entry: see the module docstring. `trained_guidance(options)`: the guidance scale samples at
+    sampling guidance 1 look like (None: 1); `check(options, cfg)`: how the options fit the rest of the config."""
+
+    name: str
+    options: type
+    build: Callable[[Any, Any, int | None], Objective]
+    predictions: tuple[str, ...] = PREDICTIONS
+    flow_map: bool = False
+    trained_guidance: Callable[[Any], float] | None = None
+    check: Callable[[Any, Any], None] | None = None
+
+    def validate(self, options: Any, cfg: RunConfig | None = None) -> None:
+        """ValueError when the options are out of range (or, given cfg, do not fit it)."""
+        own = getattr(options, "validate", None)
+        if own is not None:
+            own()
+        if cfg is not None and self.check is not None:
+            self.check(options, cfg)
+
+
+OBJECTIVES: dict[str, ObjectiveEntry] = {
+    "flow_matching": ObjectiveEntry("flow_matching", FlowMatchingOptions, FlowMatchingObjective),
+    "mean_flow": ObjectiveEntry("mean_flow", MeanFlowOptions, MeanFlowObjective, predictions=("velocity",), flow_map=True,
+                                trained_guidance=lambda o: trained_guidance(o.guidance, o.guidance_mix), check=_mean_flow_checks),
+}
+
+
+def objective_entry(name: str) -> ObjectiveEntry:
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}") from None
+
+
+def build_objective(cfg: RunConfig, null_label: int | None = None) -> Objective:
     """The objective of cfg.flow (null_label: the label meaning "no class", None for unconditional models)."""
-    if cfg.flow.objective == "mean_flow":
-        return MeanFlowObjective(cfg, null_label)
-    return FlowMatchingObjective(cfg)
+    return objective_entry(cfg.flow.objective).build(cfg, cfg.flow.options, null_label)

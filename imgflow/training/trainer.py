@@ -21,14 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor
 from torch.profiler import record_function
 
-from imgflow.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_weights_into, remove_stale_temporaries, save_checkpoint
+from imgflow.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointWriteError,
+    list_checkpoints,
+    load_weights_into,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
 from imgflow.config import ConfigError, RunConfig
 from imgflow.data import ImageData, load_dataset
-from imgflow.factory import build_model, check_model_fits, is_class_conditional
+from imgflow.factory import check_model_fits, model_record
 from imgflow.files import atomic_write_bytes
+from imgflow.model_record import build_network
 from imgflow.nn import count_parameters
 from imgflow.run_folder import RunLock, check_resume_compatible, check_writable, checkpoint_to_resume, make_run_dir
 from imgflow.sampler import Sampler
@@ -37,6 +47,7 @@ from imgflow.training.batches import BatchSchedule, GlobalBatch, MicroBatch, ass
 from imgflow.training.ema import EMA
 from imgflow.training.interrupts import StopRequests, TrainingInterrupted
 from imgflow.training.metrics_log import MetricsLog, check_tracker_available, flat_config, scalar_metrics
+from imgflow.training.model_handle import TrainingModel
 from imgflow.training.objectives import build_objective
 
 #: equal-width bins of t in [0, 1] over which the metrics log keeps the mean loss
@@ -137,9 +148,13 @@ class Trainer:
         if train.batch_size > len(data):
             raise ConfigError(f"train.batch_size {train.batch_size} is larger than the data set ({len(data)} images); lower it")
         torch.manual_seed(derive_seed(cfg.run.seed, "init"))
-        self.model = build_model(cfg, self.spec)
-        self.conditional = is_class_conditional(cfg, self.spec)
-        self.null_label = self.spec.num_classes if self.conditional else None
+        self.record = model_record(cfg, self.spec)
+        try:
+            self.model = build_network(self.record)
+        except ValueError as exc:
+            raise ConfigError(f"model config does not fit the data: {exc}") from None
+        self.conditional = self.record.conditional
+        self.null_label = self.record.null_label
         self.objective = build_objective(cfg, self.null_label)
 
         # from here on the run folder is ours
@@ -178,6 +193,7 @@ class Trainer:
             self._restore(ckpt)
         self.prepared, self.optimizer = acc.prepare(self.model, self.optimizer)
         self.forward = torch.compile(self.prepared) if train.compile else self.prepared
+        self.training_model = TrainingModel(self.forward, self.model)
         self.last_checkpoint: Path | None = ckpt.path if ckpt is not None else None
         self._first_bad = torch.full((), -1, dtype=torch.long, device=acc.device)
         self._checked_at = -1
@@ -209,13 +225,19 @@ class Trainer:
         if self.is_main:
             extra = {"ema_updates": str(self.ema.num_updates)} if self.ema is not None else {}
             scaler = self.accelerator.scaler
-            path = save_checkpoint(
-                self.run_dir, self.step, self.cfg, self.model.state_dict(),
-                self.ema.module.state_dict() if self.ema is not None else None,
-                self.optimizer.state_dict(), self.scheduler.state_dict(),
-                keep_last=self.cfg.train.keep_last, extra_metadata=extra, spec=self.spec,
-                grad_scaler_state=scaler.state_dict() if scaler is not None else None,
-            )
+            try:
+                path = save_checkpoint(
+                    self.run_dir, self.step, self.cfg, self.model.state_dict(),
+                    self.ema.module.state_dict() if self.ema is not None else None,
+                    self.optimizer.state_dict(), self.scheduler.state_dict(),
+                    keep_last=self.cfg.train.keep_last, extra_metadata=extra, spec=self.spec,
+                    grad_scaler_state=scaler.state_dict() if scaler is not None else None, record=self.record,
+                )
+            except (OSError, SafetensorError) as exc:  # disk full, folder removed: the write was atomic, the old file stands
+                reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120]
+                kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else "no checkpoint was written before"
+                raise CheckpointWriteError(f"could not write the checkpoint of step {self.step} into {self.run_dir} ({reason}); {kept}; "
+                                           "free space there and continue with --resume latest") from None
             self.last_checkpoint = path
         self.accelerator.wait_for_everyone()
         return path
@@ -223,7 +245,7 @@ class Trainer:
     def sampler(self) -> Sampler:
         """A Sampler around the EMA (or raw) weights as they are now."""
         net = self.ema.module if self.ema is not None else self.model
-        return Sampler(net, self.cfg, self.spec, self.accelerator.device, self.step)
+        return Sampler(net, self.record, device=self.accelerator.device, step=self.step)
 
     def sample_grid(self) -> Path | None:
         """Main process draws the fixed-seed grid of the EMA (or raw) model at this step."""
@@ -261,7 +283,7 @@ class Trainer:
             ctx = acc.no_sync(self.prepared) if m < train.grad_accum - 1 else nullcontext()
             with ctx:
                 with record_function("step/forward_loss"):
-                    per_sample, logged = self.objective.per_sample_loss(self.forward, micro, model=self.prepared, accelerator=acc)
+                    per_sample, logged = self.objective.per_sample_loss(self.training_model, micro)
                     loss = per_sample.mean()
                 with record_function("step/backward"):
                     acc.backward(loss / train.grad_accum)

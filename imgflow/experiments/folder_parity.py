@@ -59,7 +59,7 @@ def in_folder_order(data: ImageData) -> ImageData:
     return ImageData(data.images[order], data.labels[order], data.spec)
 
 
-def folder_cache_benchmark(source: ImageData, workdir: str | Path, cfg: RunConfig, *, workers: int = 0,
+def folder_cache_benchmark(source: ImageData, workdir: str | Path, cfg: RunConfig, *, workers: int = 0, progress: bool = True,
                            log: Callable[[str], None] | None = None) -> CacheBenchmark:
     """Export `source` as PNGs under workdir, then time the folder dataset's first and second start under cfg's [data]."""
     say = log or (lambda _m: None)
@@ -68,13 +68,13 @@ def folder_cache_benchmark(source: ImageData, workdir: str | Path, cfg: RunConfi
     for old in (pngs, cache):
         shutil.rmtree(old, ignore_errors=True)
     t0 = time.perf_counter()
-    export_image_folder(source, pngs, progress=True)
+    export_image_folder(source, pngs, progress=progress)
     write_s = time.perf_counter() - t0
     say(f"wrote {len(source)} PNGs in {write_s:.1f} s")
     folder_cfg = folder_config(cfg, pngs, cache, source.spec.channels)
-    folder_cfg.data.workers = workers
+    folder_cfg.data.folder.workers = workers
     t0 = time.perf_counter()
-    first = load_dataset(folder_cfg.data, progress=True)
+    first = load_dataset(folder_cfg.data, progress=progress)
     first_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     second = load_dataset(folder_cfg.data)
@@ -105,7 +105,7 @@ class ParityReport:
 
 
 def folder_parity(cfg: RunConfig, builtin: ImageData, png_folder: str | Path, workdir: str | Path, *, steps: int = 300,
-                  log: Callable[[str], None] | None = None) -> ParityReport:
+                  progress: bool = True, log: Callable[[str], None] | None = None) -> ParityReport:
     """Train cfg for `steps` on the built-in tensors (in folder order) and on the PNG folder; compare the curves."""
     from imgflow.training.metrics_log import read_metrics
     from imgflow.training.trainer import Trainer
@@ -129,7 +129,7 @@ def folder_parity(cfg: RunConfig, builtin: ImageData, png_folder: str | Path, wo
         run_cfg.run.output_dir = str(runs[name])
         say(f"training {steps} steps on the {name} data")
         t0 = time.perf_counter()
-        Trainer(run_cfg, data=data).run(progress=True)
+        Trainer(run_cfg, data=data).run(progress=progress)
         seconds[name] = time.perf_counter() - t0
     a = [m["loss"] for m in read_metrics(runs["builtin"])]
     b = [m["loss"] for m in read_metrics(runs["folder"])]

@@ -25,9 +25,9 @@ from imgflow.config import ConfigError, RunConfig, load_config
 from imgflow.data import DataSpec, ImageData, dataset_spec
 
 #: the repository's configs folder (a checkout or an editable install)
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: benchmarks run on random pixels; a folder recipe's empty data.path only needs a stand-in
-RANDOM_DATA = {"data.path": "(random pixels)"}
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+#: benchmarks run on random pixels; a folder recipe's empty data.folder.path only needs a stand-in
+RANDOM_DATA = {"data.folder.path": "(random pixels)"}
 
 
 def resolve_config(name: str | Path) -> Path:

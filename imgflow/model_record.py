@@ -1,0 +1,119 @@
+"""What sampling needs to know about a trained model, on its own: the `ModelRecord` a checkpoint carries.
+
+    backbone name + its options, path schedule, what the network predicts, flow map or not,
+    whether it takes labels (the null label is then num_classes), the data's shape and class
+    names, the guidance its samples carry at sampling guidance 1, and the run's default sampler.
+
+A sampler is built from the record alone (`build_network`), so a checkpoint outlives changes to the
+training config: keys of the backbone's options that this version does not know (written by a
+newer one) are dropped with one warning line, missing ones take their defaults. The full training
+config is read strictly only when a run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from imgflow.data import DataSpec
+from imgflow.nn.backbones import BuiltFor, backbone
+
+RECORD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """See the module docstring. `options`: the backbone's [model.<arch>] keys as a dict; `sampling`: the
+    run's [sample] section (solver, num_steps, time_grid, guidance_scale, sde_epsilon, rtol, atol)."""
+
+    arch: str
+    options: dict[str, Any]
+    spec: DataSpec
+    conditional: bool
+    flow_map: bool = False
+    schedule: str = "linear"
+    prediction: str = "velocity"
+    trained_guidance: float | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+    version: int = RECORD_VERSION
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes the network takes labels for (None: unconditional)."""
+        return self.spec.num_classes if self.conditional else None
+
+    @property
+    def null_label(self) -> int | None:
+        """The label meaning "no class" (classifier-free guidance's unconditional input)."""
+        return self.spec.num_classes if self.conditional else None
+
+    @property
+    def built_for(self) -> BuiltFor:
+        num_classes = max(self.spec.num_classes, 1) if self.conditional else None
+        return BuiltFor(self.spec.channels, self.spec.image_size, num_classes, self.flow_map)
+
+    def to_json(self) -> str:
+        raw = dataclasses.asdict(self)
+        raw["spec"] = json.loads(self.spec.to_json())
+        return json.dumps(raw, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelRecord:
+        """Read a record; keys this version does not know are dropped (one warning line)."""
+        raw = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            _warn(f"the checkpoint's model record has keys this version does not know ({', '.join(unknown)}); ignored")
+        raw = {k: v for k, v in raw.items() if k in known}
+        raw["spec"] = DataSpec.from_json(json.dumps(raw["spec"]))
+        return cls(**raw)
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def options_from_dict(arch: str, values: dict[str, Any]) -> Any:
+    """The backbone's options dataclass from a dict: unknown keys dropped (one warning line), lists made tuples."""
+    entry = backbone(arch)
+    fields = {f.name: f for f in dataclasses.fields(entry.options)}
+    hints = typing.get_type_hints(entry.options)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        _warn(f"model.{arch} keys this version does not know were ignored: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        if name in fields:
+            is_tuple = typing.get_origin(hints[name]) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(hints[name]))
+            kwargs[name] = tuple(value) if is_tuple and isinstance(value, list) else value
+    return entry.options(**kwargs)
+
+
+def build_network(record: ModelRecord) -> nn.Module:
+    """The untrained network the record describes (load the checkpoint's weights into it)."""
+    entry = backbone(record.arch)
+    return entry.build(options_from_dict(record.arch, record.options), record.built_for)
+
+
+def record_from_config(cfg: Any, spec: DataSpec) -> ModelRecord:
+    """The record of a model trained with run config `cfg` on data described by `spec`."""
+    from imgflow.training.objectives import objective_entry
+
+    entry = backbone(cfg.model.arch)
+    objective = objective_entry(cfg.flow.objective)
+    conditional = entry.conditional(cfg.model.class_conditional, spec.num_classes)
+    guidance = None
+    if objective.flow_map:
+        guidance = objective.trained_guidance(cfg.flow.options) if (objective.trained_guidance and conditional) else 1.0
+    s = cfg.sample
+    sampling = {"solver": s.solver, "num_steps": s.num_steps, "time_grid": s.time_grid, "guidance_scale": s.guidance_scale,
+                "sde_epsilon": s.sde_epsilon, "rtol": s.rtol, "atol": s.atol}
+    return ModelRecord(cfg.model.arch, dataclasses.asdict(cfg.model.options), spec, conditional, objective.flow_map,
+                       cfg.flow.schedule, cfg.flow.prediction, guidance, sampling)
