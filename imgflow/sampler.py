@@ -85,7 +85,7 @@ class SamplingSettings:
         return None if per_step is None else per_step * self.steps
 
     def describe(self) -> str:
-        grid = f", {self.time_grid} grid" if self.solver != "adaptive" else f", tol {self.rtol:g}"
+        grid = f", {self.time_grid} grid" if self.nfe is not None else f", tol {self.rtol:g}"
         nfe = f"NFE {self.nfe}" if self.nfe is not None else "adaptive NFE"
         return f"{self.solver} x{self.steps}{grid} ({nfe})"
 
@@ -305,8 +305,7 @@ class Sampler:
         field = ModelField(net, self.record.prediction, self.path.schedule)
         if info.stochastic:
             return InterpolantSDE(field, self.path.schedule, settings.sde_epsilon), {"noise": PerSampleBrownian(seed, idx)}
-        kwargs = {"rtol": settings.rtol, "atol": settings.atol} if settings.solver == "adaptive" else {}
-        return LearnedVectorFieldODE(field), kwargs
+        return LearnedVectorFieldODE(field), info.own_settings(settings)
 
     @torch.inference_mode()
     def sample(self, num: int = 16, labels: Labels = None, *, guidance: float | None = None, solver: str | None = None,

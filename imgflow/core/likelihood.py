@@ -58,7 +58,7 @@ from torch import Tensor
 
 from imgflow.core.distributions import StandardNormal
 from imgflow.core.dynamics import ODE
-from imgflow.core.solvers import make_solver
+from imgflow.core.solvers import make_solver, solver_info
 from imgflow.core.time_grids import power_time_grid
 
 #: a velocity field (x (B, ...), t (B,)) -> (B, ...)
@@ -183,7 +183,8 @@ def log_likelihood(
         divergence: "exact" (D backward passes per evaluation) or "hutchinson".
         probe, num_probes, seed: Hutchinson probes, fixed for the whole trajectory.
     """
-    if solver == "euler_maruyama":
+    info = solver_info(solver)
+    if info.stochastic or info.flow_map:
         raise ValueError("the likelihood needs the deterministic probability-flow ODE; choose an ODE solver")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("log_likelihood needs autograd for the divergence; call it outside torch.inference_mode")
@@ -196,11 +197,13 @@ def log_likelihood(
     dynamics = AugmentedDivergenceODE(field, shape, divergence, probes)
     t_data = 1.0 - end_delta if 1.0 in dynamics.singular_times else 1.0
     t_source = end_delta if 0.0 in dynamics.singular_times else 0.0
-    kwargs = {"rtol": rtol, "atol": atol} if solver == "adaptive" else {}
-    ode_solver = make_solver(solver, dynamics, **kwargs)
+    from types import SimpleNamespace
+
+    ode_solver = make_solver(solver, dynamics, **info.own_settings(SimpleNamespace(rtol=rtol, atol=atol)))
+    adaptive = info.evals_per_step is None
     # power_time_grid's steps shrink towards its t_end; we integrate from t_data down to t_source,
     # so build the grid from t_source to t_data and reverse it
-    grid = power_time_grid(num_steps if solver != "adaptive" else 1, grid_power if solver != "adaptive" else 1.0, t_source, t_data)
+    grid = power_time_grid(1 if adaptive else num_steps, 1.0 if adaptive else grid_power, t_source, t_data)
     ts = torch.flip(grid, [0]).to(x.device)
     state = torch.cat([x.detach().flatten(1), torch.zeros(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
     final = ode_solver.simulate(state, ts)

@@ -278,6 +278,12 @@ class SolverInfo:
     cls: type[Solver]
     stochastic: bool = False  # integrates an SDE (draws noise)
     flow_map: bool = False  # needs a flow-map model (u(x, t, r)); a velocity model cannot use it
+    #: the sampler settings this solver takes as keyword arguments of its own (the adaptive solver's tolerances)
+    settings: tuple[str, ...] = ()
+
+    def own_settings(self, values: object) -> dict[str, object]:
+        """{name: value} of this solver's own settings, read off any object that has them as attributes."""
+        return {name: getattr(values, name) for name in self.settings}
 
     @property
     def evals_per_step(self) -> int | None:
@@ -311,7 +317,7 @@ SOLVERS: dict[str, SolverInfo] = {
         SolverInfo("midpoint", MidpointSolver),
         SolverInfo("heun", HeunSolver),
         SolverInfo("rk4", RK4Solver),
-        SolverInfo("adaptive", AdaptiveSolver),
+        SolverInfo("adaptive", AdaptiveSolver, settings=("rtol", "atol")),
         SolverInfo("euler_maruyama", EulerMaruyamaSolver, stochastic=True),
         SolverInfo("flow_map", FlowMapSolver, flow_map=True),
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imgflow.data.folder import DataError, FolderDataset, FolderOptions, export_image_folder, scan_folder
-from imgflow.data.images import ImageData, to_unit_range
+from imgflow.data.images import ImageData, to_model_input, to_unit_range
 from imgflow.data.spec import DataSpec, UnknownClassError
 from imgflow.data.torchvision_sets import TORCHVISION_DATASETS, DatasetNotFoundError, TorchvisionDataset, fit_size
 
@@ -96,5 +96,6 @@ __all__ = [
     "load_dataset",
     "load_image_data",
     "scan_folder",
+    "to_model_input",
     "to_unit_range",
 ]

@@ -1,4 +1,4 @@
-"""A dataset as one uint8 (N, C, H, W) tensor with labels: resident in memory or memory-mapped."""
+"""A dataset as one (N, C, H, W) array with labels: uint8 pixels or float values (latents), resident or memory-mapped."""
 
 from __future__ import annotations
 
@@ -15,9 +15,16 @@ def to_unit_range(images: Tensor) -> Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
+def to_model_input(values: Tensor) -> Tensor:
+    """What a model sees of stored rows: uint8 pixels scaled to [-1, 1]; float values (e.g. latents) as float32, unscaled."""
+    return to_unit_range(values) if values.dtype == torch.uint8 else values.float()
+
+
 @dataclass
 class ImageData:
-    """images: (N, C, H, W) uint8; labels: (N,) int64 in [0, num_classes), or None for unlabelled data.
+    """images: (N, C, H, W) uint8 pixels or floats (float16/bfloat16/float32/float64, e.g. encoded latents);
+    labels: (N,) int64 in [0, num_classes), or None for unlabelled data. A batch is uint8 scaled to [-1, 1]
+    or floats as stored, in float32 (`to_model_input`).
 
     `spec` describes the data (channels, size, class names). When `images` is memory-mapped
     (`resident=False`), batches are gathered on the CPU and only they move to the device, so a
@@ -31,8 +38,8 @@ class ImageData:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.images.dim() != 4 or self.images.dtype != torch.uint8:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dim() != 4 or not (self.images.dtype == torch.uint8 or self.images.dtype.is_floating_point):
+            raise ValueError(f"images must be a uint8 or floating (N, C, H, W) tensor, got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels is not None and self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"{self.labels.shape[0]} labels for {self.images.shape[0]} images")
         if self.spec is None:
@@ -77,6 +84,6 @@ class ImageData:
                 pixels = pixels.pin_memory()
             pixels = pixels.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True) if labels is not None else None
-            return to_unit_range(pixels), labels
+            return to_model_input(pixels), labels
         labels = self.labels[indices] if self.labels is not None else None
-        return to_unit_range(self.images[indices]), labels
+        return to_model_input(self.images[indices]), labels

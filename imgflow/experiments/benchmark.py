@@ -46,7 +46,7 @@ def fake_data(cfg: RunConfig, n: int) -> ImageData:
     try:
         spec = dataset_spec(cfg.data)
     except ValueError:
-        spec = DataSpec(cfg.data.dataset, getattr(cfg.data, "channels", 3), cfg.data.image_size, tuple(str(i) for i in range(10)))
+        spec = DataSpec(cfg.data.dataset, getattr(cfg.data.options, "image_channels", 3), cfg.data.image_size, tuple(str(i) for i in range(10)))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, *spec.shape), generator=g, dtype=torch.uint8)
     return ImageData(images, torch.arange(n) % max(spec.num_classes, 1), spec)
