@@ -331,9 +331,9 @@ class Sampler:
         nfe = 0
         t0 = time.perf_counter()
         try:
-            from tqdm.auto import tqdm
+            from imgflow.core.progress import progress_bar
 
-            for start in tqdm(range(0, num, batch_size), disable=not progress or num <= batch_size, desc="batches", leave=False):
+            for start in progress_bar(range(0, num, batch_size), enabled=progress and num > batch_size, desc="batches", leave=False):
                 idx = range(start, min(start + batch_size, num))
                 x = per_sample_noise(seed, idx, self.spec.shape, self.device)
                 y = y_all[idx.start: idx.stop].to(self.device) if y_all is not None else None

@@ -48,8 +48,9 @@ class CacheBenchmark:
 def folder_config(cfg: RunConfig, path: str | Path, cache_dir: str | Path, channels: int) -> RunConfig:
     """cfg with its [data] section pointed at a folder (no hold-out, the run's image size)."""
     out = copy.deepcopy(cfg)
-    d = out.data
-    d.dataset, d.path, d.cache_dir, d.channels, d.holdout_fraction, d.fit, d.hflip = "folder", str(path), str(cache_dir), channels, 0.0, "crop", False
+    out.data.dataset, out.data.hflip = "folder", False
+    o = out.data.folder
+    o.path, o.cache_dir, o.channels, o.holdout_fraction, o.fit = str(path), str(cache_dir), channels, 0.0, "crop"
     return out
 
 

@@ -35,6 +35,7 @@ from imgflow.checkpoint import (
     save_checkpoint,
 )
 from imgflow.config import ConfigError, RunConfig
+from imgflow.core.progress import progress_bar
 from imgflow.data import ImageData, load_dataset
 from imgflow.factory import check_model_fits, model_record
 from imgflow.files import atomic_write_bytes
@@ -106,7 +107,7 @@ class Trainer:
     """
 
     def __init__(self, cfg: RunConfig, resume: str | None = None, data: ImageData | None = None, accelerator: Any = None,
-                 trackers: list[Any] | None = None) -> None:
+                 trackers: list[Any] | None = None, progress: bool = True) -> None:
         from accelerate import Accelerator
         from accelerate.utils import ProjectConfiguration
 
@@ -138,7 +139,7 @@ class Trainer:
         check_writable(self.run_dir)
         if data is None:
             with acc.main_process_first():
-                data = load_dataset(cfg.data, "train", progress=self.is_main, log=acc.print)
+                data = load_dataset(cfg.data, "train", progress=self.is_main and progress, log=acc.print)
         self.spec = data.spec
         if ckpt is not None:
             check_resume_compatible(ckpt, cfg, self.spec)
@@ -388,8 +389,6 @@ class Trainer:
                 self.lock.release()
 
     def _loop(self, stop: StopRequests, progress: bool) -> TrainResult:
-        from tqdm.auto import tqdm
-
         cfg, train, acc = self.cfg, self.cfg.train, self.accelerator
         log = None
         if self.is_main:
@@ -408,7 +407,7 @@ class Trainer:
         if acc.log_with:
             acc.init_trackers(cfg.run.name, config=flat_config(cfg.to_dict()),
                               init_kwargs={"tensorboard": {"purge_step": self.step or None}})
-        bar = tqdm(total=train.steps, initial=self.step, disable=not (self.is_main and progress), dynamic_ncols=True, file=sys.stdout)
+        bar = progress_bar(total=train.steps, initial=self.step, enabled=self.is_main and progress, dynamic_ncols=True, file=sys.stdout)
         start = self._loop_start = time.perf_counter()
         window = LogWindow(acc.device)
         stopped_by = "steps"
@@ -453,4 +452,4 @@ def _has_accelerator_device() -> bool:
 
 def train(cfg: RunConfig, resume: str | None = None, data: ImageData | None = None, progress: bool = True) -> TrainResult:
     """Train the run described by cfg (resuming from 'latest', a run folder or a checkpoint file if given)."""
-    return Trainer(cfg, resume=resume, data=data).run(progress=progress)
+    return Trainer(cfg, resume=resume, data=data, progress=progress).run(progress=progress)
