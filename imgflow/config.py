@@ -171,8 +171,7 @@ class RunConfig:
         """Build and validate from {'section': {'key': value}}; unknown keys are errors.
 
         lenient: for reading what an older or newer version wrote (a checkpoint's record of its training
-        config): keys that moved are mapped, unknown keys are dropped with one warning line, and nothing
-        is range-checked.
+        config): keys that moved are mapped, unknown keys are dropped, and nothing is range-checked.
         """
         cfg = cls()
         apply_tables(cfg, raw, source, lenient=lenient)
@@ -356,7 +355,7 @@ def apply_tables(cfg: RunConfig, raw: dict[str, Any], source: str, lenient: bool
     """Set every key of {'section': {'key': value, 'variant': {'key': value}}} on cfg (type-checked, not yet validated).
 
     Flat files of the layout before issue 16 are mapped to today's sections first (one note line on stderr).
-    lenient: unknown sections and keys are dropped (one warning line) instead of refused.
+    lenient: unknown sections and keys are dropped instead of refused.
     """
     for section, values in raw.items():
         if section not in SECTIONS:
@@ -370,24 +369,20 @@ def apply_tables(cfg: RunConfig, raw: dict[str, Any], source: str, lenient: bool
     migrated = migrate_flat({s: v for s, v in raw.items() if s in SECTIONS}, {**_selected(cfg), **selected})
     if migrated.notes and not lenient:
         _note(migrated.notes, source)
-    dropped = []
     for dotted, value in flatten_tables(migrated.tables):
         try:
             obj, key = _target(cfg, dotted, source)
         except ConfigError:
             if not lenient:
                 raise
-            dropped.append(dotted)
             continue
         try:
             setattr(obj, key, coerce(value, _field_type(obj, key), dotted, source))
         except ConfigError:
             if not lenient:
                 raise
-            dropped.append(dotted)
-    if dropped:
-        print(f"warning: {source}: ignored {len(dropped)} key(s) this version does not know ({', '.join(dropped[:4])}"
-              f"{', ...' if len(dropped) > 4 else ''})", file=sys.stderr)
+    # lenient reading drops what it cannot place silently: sampling needs only the model record, and a resume
+    # reads the config strictly, naming the key
 
 
 def _note(notes: list[str], source: str) -> None:

@@ -69,9 +69,12 @@ class ModelRecord:
         raw = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(raw) - known)
-        if unknown:
-            _warn(f"the checkpoint's model record has keys this version does not know ({', '.join(unknown)}); ignored")
         raw = {k: v for k, v in raw.items() if k in known}
+        option_names = {f.name for f in dataclasses.fields(backbone(raw["arch"]).options)}
+        unknown += sorted(f"options.{k}" for k in set(raw.get("options", {})) - option_names)
+        raw["options"] = {k: v for k, v in raw.get("options", {}).items() if k in option_names}
+        if unknown:  # written by a newer version: what this one cannot use is left out, in one line
+            _warn(f"the checkpoint's model record has keys this version does not know, ignored: {', '.join(unknown)}")
         raw["spec"] = DataSpec.from_json(json.dumps(raw["spec"]))
         return cls(**raw)
 

@@ -41,7 +41,7 @@ def write_idx_mnist(root: Path, folder: str = "MNIST", n_train: int = 64, n_test
 
 
 def tiny_config(out_dir: Path, **overrides) -> RunConfig:
-    """A conditional U-Net on 8x8 single-channel images, fast enough for many steps in a test."""
+    """A conditional U-Net (or the model.arch given) on 8x8 single-channel images, fast enough for many steps in a test."""
     base = {
         "run.output_dir": str(out_dir),
         "data.image_size": 8,
@@ -63,5 +63,7 @@ def tiny_config(out_dir: Path, **overrides) -> RunConfig:
         "sample.num_steps": 4,
         "sample.num_images": 10,
     }
+    if overrides.get("model.arch", "unet") != "unet":  # the U-Net's own section applies only to the U-Net
+        base = {k: v for k, v in base.items() if not k.startswith("model.unet.")}
     base.update(overrides)
     return load_config(None, base)

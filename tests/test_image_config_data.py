@@ -134,3 +134,71 @@ def test_batch_schedule_is_a_permutation_per_epoch_and_deterministic():
     assert not torch.equal(sched.indices(0), sched.indices(3))  # a new permutation next epoch
     with pytest.raises(ValueError, match="larger than the dataset"):
         BatchSchedule(4, 6, seed=0)
+
+
+FLAT_0_2 = """
+[data]
+dataset = "folder"
+path = "PICS"
+channels = 1
+fit = "pad"
+cache_dir = ""
+[model]
+arch = "unet"
+base_channels = 16
+channel_mults = [1, 2, 4]
+head_channels = 0
+second_time = "interval"
+time_scale = 50.0
+embed_dim = 40
+[flow]
+objective = "mean_flow"
+mean_flow_guidance = 1.5
+mean_flow_time_std = 0.0
+[sample]
+solver = "flow_map"
+num_steps = 1
+"""
+
+SECTIONED = """
+[data]
+dataset = "folder"
+[data.folder]
+path = "PICS"
+channels = 1
+fit = "pad"
+[model]
+arch = "unet"
+[model.unet]
+base_channels = 16
+channel_mults = [1, 2, 4]
+second_time = "interval"
+time_scale = 50.0
+[flow]
+objective = "mean_flow"
+[flow.mean_flow]
+guidance = 1.5
+time_std = 0.0
+[sample]
+solver = "flow_map"
+num_steps = 1
+"""
+
+
+def test_a_flat_config_of_imgflow_0_2_loads_as_its_sectioned_equivalent_with_one_note(tmp_path, capsys):
+    flat, sectioned = tmp_path / "flat.toml", tmp_path / "sectioned.toml"
+    flat.write_text(FLAT_0_2)
+    sectioned.write_text(SECTIONED)
+    new = load_config(sectioned)
+    assert capsys.readouterr().err == ""
+    old = load_config(flat)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert old.to_dict() == new.to_dict()
+    assert len(err) == 1 and "flat config layout" in err[0] and "model.base_channels -> model.unet.base_channels" in err[0]
+    assert old.model.unet.head_channels is None and old.data.folder.cache_dir is None and old.flow.mean_flow.guidance == 1.5
+    # flat keys on the command line move the same way
+    cli = load_config(sectioned, {"model.base_channels": 8, "flow.mean_flow_guidance": 2.0})
+    assert cli.model.unet.base_channels == 8 and cli.flow.mean_flow.guidance == 2.0
+    # a section of an entry the config does not select is refused, naming the selector
+    with pytest.raises(ConfigError, match=r"\[model.dit\] is set but model.arch = 'unet'"):
+        load_config(sectioned, {"model.dit.depth": 2})

@@ -91,3 +91,16 @@ def test_mean_flow_under_two_processes_matches_one(tmp_path):
     assert a.config.flow.objective == "mean_flow" and a.config.model.unet.second_time == "interval"
     for key in a.model:
         assert torch.allclose(a.model[key], b.model[key], atol=1e-5), key
+
+
+def test_a_non_finite_loss_on_one_process_is_skipped_by_every_process(tmp_path):
+    """on_nonfinite = 'skip' is agreed across processes: rank 1 alone gets a NaN loss at step 3, its gradient reaches
+    both replicas through DDP's average, and both skip that update, so their weights stay equal and finite."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "ddp_skip_driver.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("non-finite loss in step 3; skipped the update on every process") == 1
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    for key, value in ranks[0].items():
+        assert torch.isfinite(value).all() and torch.equal(value, ranks[1][key]), key

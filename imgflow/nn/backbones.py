@@ -109,9 +109,10 @@ def _builtin() -> None:
     if _loaded:
         return
     _loaded = True
+    from imgflow.nn.dit import DIT
     from imgflow.nn.lab_unet import LAB_UNET
     from imgflow.nn.unet import UNET
 
-    for entry in (UNET, LAB_UNET):
+    for entry in (UNET, LAB_UNET, DIT):
         if entry.name not in BACKBONES:
             BACKBONES[entry.name] = entry

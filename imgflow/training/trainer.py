@@ -50,6 +50,7 @@ from imgflow.training.interrupts import StopRequests, TrainingInterrupted
 from imgflow.training.metrics_log import MetricsLog, check_tracker_available, flat_config, scalar_metrics
 from imgflow.training.model_handle import TrainingModel
 from imgflow.training.objectives import build_objective
+from imgflow.training.optimizer import build_optimizer
 
 #: equal-width bins of t in [0, 1] over which the metrics log keeps the mean loss
 TIME_BINS = 10
@@ -185,9 +186,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.to(acc.device)
         self.ema = EMA(self.model, train.ema_decay) if train.ema_decay > 0 else None
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=train.lr, betas=(train.adam_beta1, train.adam_beta2), weight_decay=train.weight_decay
-        )
+        self.optimizer = build_optimizer(self.model, train)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(train.warmup_steps))
         self.step = 0
         if ckpt is not None:
@@ -290,8 +289,8 @@ class Trainer:
                     acc.backward(loss / train.grad_accum)
             losses.append((logged, micro.times))
         bad = ~torch.stack([torch.isfinite(v).all() for v, _ in losses]).all()
-        if train.on_nonfinite == "skip" and bool(bad):  # "skip" reads the device every step (documented)
-            acc.print(f"warning: non-finite loss in step {self.step + 1}; skipped the update (train.on_nonfinite = 'skip')")
+        if train.on_nonfinite == "skip" and self._any_process(bad):  # "skip" reads the device every step (documented)
+            acc.print(f"warning: non-finite loss in step {self.step + 1}; skipped the update on every process (train.on_nonfinite = 'skip')")
             self.optimizer.zero_grad(set_to_none=True)
             return
         for per_sample, times in losses:
@@ -308,6 +307,16 @@ class Trainer:
                 self.ema.update(self.model)
 
     # --- reading the device -------------------------------------------------------------------
+    def _any_process(self, flag: Tensor) -> bool:
+        """Whether `flag` is true on any process: one collective, so every replica takes the same branch.
+
+        The gradients were averaged across processes already, so one process's NaN reaches them all; a process
+        that decided alone from its own loss would apply NaN-scaled gradients while another skipped.
+        """
+        if self.world > 1:
+            flag = self.accelerator.reduce(flag.float().reshape(1), reduction="sum") > 0
+        return bool(flag)
+
     def _gather_min(self, value: Tensor) -> Tensor:
         if self.world == 1:
             return value
