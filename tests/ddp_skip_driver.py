@@ -21,7 +21,7 @@ def main(out: str) -> None:
     def poisoned(model, batch):
         weighted, logged = loss(model, batch)
         if trainer.rank == 1 and trainer.step == 2:  # the third step, on one process only
-            weighted = weighted * float("nan")
+            return weighted * float("nan"), logged * float("nan")
         return weighted, logged
 
     trainer.objective.per_sample_loss = poisoned

@@ -37,7 +37,7 @@ def train_args(root, out, steps=STEPS, extra=()):
         "--config", str(REPO / "configs/smoke.toml"), "--data.data_root", str(root / "data"), "--data.download", "false",
         "--model.unet.base_channels", "8", "--model.unet.dropout", "0.1", "--train.steps", str(steps), "--train.batch_size", "8",
         "--train.log_every", "1", "--train.checkpoint_every", "3", "--train.keep_last", "2", "--train.sample_every", "0",
-        "--run.output_dir", str(root / out), "--no-progress", *extra,
+        "--run.output_dir", str(root / out), "--no-progress", "--threads", "1", *extra,
     ]
 
 
@@ -46,10 +46,15 @@ def run_train(args, env=None, driver=False):
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, env=env)
 
 
+def train_here(args) -> int:
+    """The train command in this process (a resume after a kill, a reference run): no interpreter start-up to pay.
+    The killed runs themselves are separate processes, one thread like this one (--threads 1), so states compare bit for bit."""
+    return run(train_main, args)
+
+
 @pytest.fixture(scope="module")
 def reference(workspace):
-    proc = run_train(train_args(workspace, "reference"))
-    assert proc.returncode == 0, proc.stderr
+    assert train_here(train_args(workspace, "reference")) == 0
     return load_checkpoint(workspace / "reference")
 
 
@@ -95,8 +100,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(workspace, reference,
     assert proc.returncode == -signal.SIGKILL  # killed, not finished
     interrupted_at = load_checkpoint(workspace / out).step
     assert interrupted_at < STEPS
-    resumed = run_train(train_args(workspace, out, extra=["--resume", "latest"]))
-    assert resumed.returncode == 0, resumed.stderr
+    assert train_here(train_args(workspace, out, extra=["--resume", "latest"])) == 0
     assert_same_final_state(reference, load_checkpoint(workspace / out))
     assert [m["step"] for m in read_metrics(workspace / out)] == list(range(1, STEPS + 1))
 
@@ -121,31 +125,30 @@ def test_sigterm_or_sigint_checkpoints_the_current_step_then_resume_is_bit_exact
     # the checkpoint is of the step the signal arrived in (log_every = 1: metrics record every step), not the last periodic one
     assert ckpt.step == stopped_at == read_metrics(workspace / out)[-1]["step"] and kill_step <= stopped_at < STEPS
     assert (workspace / out / "latest").read_text() == f"ckpt-{stopped_at:08d}.safetensors"
-    resumed = run_train(train_args(workspace, out, extra=["--resume", "latest"]))
-    assert resumed.returncode == 0, resumed.stderr
+    assert train_here(train_args(workspace, out, extra=["--resume", "latest"])) == 0
     assert_same_final_state(reference, load_checkpoint(workspace / out))
     assert [m["step"] for m in read_metrics(workspace / out)] == list(range(1, STEPS + 1))
 
 
-def test_a_run_folder_in_use_refuses_a_second_run_until_its_process_dies(workspace):
-    """Two real processes: a live run holds the folder; a fresh run or a resume into it fails in one line naming the
+def test_a_run_folder_in_use_refuses_a_second_run_until_its_process_dies(workspace, capsys):
+    """Two processes (this one the second): a live run holds the folder; a fresh run or a resume into it fails in one line naming the
     holder; once the holder is SIGKILLed (its lock dies with it) the resume goes through."""
     out = workspace / "busy"
     holder = subprocess.Popen([sys.executable, str(REPO / "scripts/train_images.py"), *train_args(workspace, "busy", steps=100_000)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_step(out, 4, holder)  # a checkpoint exists at step 3
-        for extra in ([], ["--resume", "latest"]):
-            second = run_train(train_args(workspace, "busy", steps=8, extra=extra))
-            lines = second.stderr.strip().splitlines()
-            assert second.returncode == 2 and len(lines) == 1, second.stderr
+        for extra in ([], ["--resume", "latest"]):  # this process is the second one: the lock is the holder's
+            capsys.readouterr()
+            code = train_here(train_args(workspace, "busy", steps=8, extra=extra))
+            lines = capsys.readouterr().err.strip().splitlines()
+            assert code == 2 and len(lines) == 1, lines
             assert f"run folder {out} is in use by process {holder.pid} on " in lines[0] and "choose another run.output_dir" in lines[0]
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()
     step = load_checkpoint(out).step
-    after = run_train(train_args(workspace, "busy", steps=step + 2, extra=["--resume", "latest"]))
-    assert after.returncode == 0, after.stderr
+    assert train_here(train_args(workspace, "busy", steps=step + 2, extra=["--resume", "latest"])) == 0
     assert load_checkpoint(out).step == step + 2
 
 
@@ -160,8 +163,7 @@ def test_killed_while_checkpointing_keeps_the_previous_checkpoint(workspace, ref
     assert load_checkpoint(run).step == 6  # still loadable
     if fault.startswith("mid_write"):
         assert list(run.glob(".ckpt-00000009*.tmp")) and not (run / "ckpt-00000009.safetensors").exists()
-    resumed = run_train(train_args(workspace, out, extra=["--resume", "latest"]))
-    assert resumed.returncode == 0, resumed.stderr
+    assert train_here(train_args(workspace, out, extra=["--resume", "latest"])) == 0
     assert not list(run.glob(".*.tmp"))  # the stale temporary file is cleaned up
     assert_same_final_state(reference, load_checkpoint(run))
 
