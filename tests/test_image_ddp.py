@@ -31,10 +31,13 @@ def launch(tmp_path, out, nproc, steps, resume=False, extra=()):
     args += list(extra)
     if resume:
         args += ["--resume", "latest"]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
-    else:
-        cmd = [sys.executable, *args]
+    if nproc == 1:  # the one-process reference runs in this process: one interpreter start fewer
+        from imgflow.cli import run
+        from imgflow.cli.train import main as train_main
+
+        assert run(train_main, args[1:]) == 0
+        return None
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
