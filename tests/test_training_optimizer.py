@@ -51,3 +51,16 @@ def test_the_decay_is_decoupled_and_skips_biases():
 def test_no_weight_decay_is_plain_adam(wd):
     opt = build_optimizer(small_unet(), load_config(None, {"train.weight_decay": wd}).train)
     assert type(opt) is torch.optim.Adam and len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0
+
+
+def test_the_lab_unets_learned_fourier_frequencies_are_not_decayed_though_two_dimensional():
+    """LabFourierEncoder keeps its frequencies as a (1, dim/2) matrix: the dim >= 2 rule alone would decay them."""
+    from imgflow.nn.lab_unet import LabUNet
+
+    model = LabUNet(channels=(8, 16), num_residual_layers=1, image_size=8)
+    spared = set(no_decay_names(model))
+    assert model.cond.time_embed.weights.dim() == 2 and "cond.time_embed.weights" in spared
+    assert "cond.class_embed.embedding.weight" in spared
+    assert all(n in spared for n, p in model.named_parameters() if p.dim() < 2)  # biases and BatchNorm weights
+    ids = [id(p) for g in decay_groups(model, 0.1) for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(set(ids)) == len(ids)

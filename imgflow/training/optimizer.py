@@ -5,7 +5,10 @@ AdamW (decoupled decay: w <- w - lr wd w besides the Adam step, not an L2 term i
 that Adam's normalisation would rescale), and the decay applies only to weight matrices and
 convolution kernels. Excluded (the rule of minGPT / nanoGPT and the DiT / ADM codebases): every
 parameter with fewer than 2 dimensions (biases, norm weights and gains, Fourier frequency vectors)
-and every embedding table (nn.Embedding: the class rows and the null label).
+and every embedding table (nn.Embedding: the class rows and the null label). The learnable Fourier
+frequencies of a time embedding are excluded by module, whatever their shape (the lab's
+LabFourierEncoder keeps them as a (1, dim/2) matrix): decay would pull them to 0 and flatten the
+time features. The Linear weights of a time embedding's MLP are ordinary weights and are decayed.
 """
 
 from __future__ import annotations
@@ -15,10 +18,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from imgflow.nn.conditioning import LabFourierEncoder
+from imgflow.nn.embeddings import FourierTimeEmbedding
+
+#: modules whose own parameters (not their children's) are tables or frequencies: never decayed
+NO_DECAY_MODULES = (nn.Embedding, FourierTimeEmbedding, LabFourierEncoder)
+
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """[{'params': decayed, 'weight_decay': wd}, {'params': the rest, 'weight_decay': 0}]; each parameter once, in model order."""
-    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    tables = {id(p) for m in model.modules() if isinstance(m, NO_DECAY_MODULES) for p in m.parameters(recurse=False)}
     decay, keep = [], []
     for _, p in model.named_parameters():
         if not p.requires_grad:
