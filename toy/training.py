@@ -44,6 +44,7 @@ def train(
     progress: bool = True,
     desc: str = "train",
     draw_times: TimeDraw | None = None,
+    fused: bool = False,
 ) -> list[float]:
     """Minimise E_{data, t} loss_fn(model, path, data, t) with Adam; returns the per-iteration losses.
 
@@ -57,9 +58,13 @@ def train(
             noisy regression target is averaged better by a decaying step).
         seed: when given, the run draws from a private copy of the global RNG seeded with it
             (the caller's RNG state is left untouched), so training is reproducible.
+        fused: use torch's fused Adam kernel (the same update rule; one kernel per parameter instead of
+            about ten small ops, which saves ~0.25 ms of a ~1.3 ms step for the lab's 4 x 64 MLP on one
+            CPU thread). Off by default: the for-loop implementation is the one the full-size tables
+            were measured with, and the two differ by rounding, which training amplifies.
     """
     t_min, t_max = t_range
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, **({"fused": True} if fused else {}))
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_iterations, eta_min=lr / 100)
         if lr_decay

@@ -147,7 +147,7 @@ def load_results(path: str | Path) -> list[CheckResult]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m toy", description="Run the 2-D lab's numerical validations.")
-    p.add_argument("--quick", action="store_true", help="CI size (about 2 minutes on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="CI size (about 25 s on 2 CPU cores)")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     p.add_argument("--seed", type=int, default=0, help="run seed (every check derives its own from it)")
     p.add_argument("--checks", default=None, help="comma-separated 1-based check numbers, e.g. 1,7 (default: all)")

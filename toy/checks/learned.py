@@ -18,13 +18,13 @@ from imgflow.core import (
 )
 from toy.checks import trained_models
 from toy.checks.base import CheckResult, Context
-from toy.metrics import energy_distance, null_distance_band, relative_l2
+from toy.metrics import energy_distance, relative_l2
 from toy.plotting import contour, heatmap, quiver, scatter, subplots, trajectories
 
 #: Achievable relative L2 errors of the learned fields at each training budget (see
 #: `field_tolerances` for how they were obtained).
 FIELD_TOLERANCE = {
-    "quick": {"velocity": 0.06, "score": 0.15},
+    "quick": {"velocity": 0.14, "score": 0.27},
     "full": {"velocity": 0.025, "score": 0.07},
 }
 
@@ -33,15 +33,21 @@ def field_tolerances(ctx: Context) -> dict[str, float]:
     """Relative L2 tolerances of the learned velocity and score at this run size.
 
     They state the error the training budget achieves on this problem, not a bound: the
-    models (quick: MLP 4 x 64 SiLU, 3000 Adam steps of batch 1000, lr 1e-2 cosine-annealed
-    to 1e-4; full: 4 x 128, 20000 steps of batch 2000) were trained with several seeds
-    before these numbers were fixed. Quick, seeds 0-3: velocity 2.8-2.9% (interpolant
-    objective 2.9-3.5%), score on t in [0, 0.8] 7.0-7.9% -> tolerances 6% and 15%. Full
+    models (quick: MLP 4 x 64 SiLU, 1000 Adam steps of batch 500, lr 2e-2 cosine-annealed
+    to 2e-4; full: 4 x 128, 20000 steps of batch 2000, lr 1e-2) were trained with several seeds
+    before these numbers were fixed. Quick, run seeds 0-9 (the validation itself): velocity
+    6.3-7.6% (median 6.9%; interpolant objective 6.1-7.4%), score on t in [0, 0.8] 12.6-15.1%
+    (median 13.5%) -> tolerances 14% and 27%. (The quick budget was 3000 steps of batch 1000
+    until the CI time was cut by 4x: 2.8-3.5% and 7.0-7.9% against 6% and 15%; the error is
+    set by the number of Adam steps, 1000 steps at lr 1e-2 or 3e-2 scored worse, and the
+    per-step cost is mostly fixed overhead, so fewer steps is what buys the time.) Full
     (one seed of 22 minutes, plus an exploratory run at 1.1%): velocity 1.05% (interpolant
     1.1%), score 3.4% -> tolerances 2.5% and 7%.
-    Each tolerance is about 2x the typical error: the seed-to-seed spread is ~20%, so 2x
-    leaves room for it, while a broken loss, path, model or conversion gives errors of
-    order 1 and fails by a wide margin.
+    Each tolerance is about 2x the typical (median) error: the seed-to-seed spread is ~20%,
+    so 2x leaves room for it, while a broken loss, path, model or conversion gives errors of
+    order 1 and fails by a wide margin (measured at the quick budget: the untrained network
+    100%; a model trained on the cosine instead of the linear path 56% (velocity) and 85%
+    (score) against the linear path's exact fields).
     """
     return FIELD_TOLERANCE[ctx.sizes.label]
 
@@ -61,7 +67,8 @@ def check_flow_matching(ctx: Context) -> CheckResult:
     (toy.gmm_fields) on n_field points x ~ p_t, t ~ U[0, 1); tolerance `field_tolerances`.
     (b) Euler (ode_steps) from N(0, I): energy distance between n_samples ODE samples and
     as many target samples, tolerance = the target's null band (mean + 4 std of the
-    target-vs-target distance at the same n, null_repeats repeats): what an exact sampler
+    target-vs-target distance at the same n; full: from null_repeats repeats, quick: from
+    the distance's exact null variance, `toy.metrics.null_energy_band`): what an exact sampler
     scores. The learned field's error (a few % in quick, ~1% in full) moves samples by much
     less than the energy distance can resolve at these n (the ODE of the exact field,
     drawn in the figure, sits at the same level), so no extra model allowance is added.
@@ -90,7 +97,7 @@ def check_flow_matching(ctx: Context) -> CheckResult:
     ts = uniform_time_grid(ctx.sizes.ode_steps)
     with torch.inference_mode():
         cb_traj = EulerSolver(LearnedVectorFieldODE(cb_model)).simulate_with_trajectory(src, ts)
-    cb_null = null_distance_band(board.sample, board.sample, n, ctx.sizes.null_repeats, k=trained_models.NULL_K)
+    cb_null = ctx.null_band(board.sample, n, ctx.sizes.null_repeats, k=trained_models.NULL_K)
     d_cb = energy_distance(cb_traj[:, -1], board.sample(n)).item()
     res.at_most("circles->checkerboard: energy distance(ODE samples, board)", d_cb, cb_null["band"])
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from imgflow.core import EulerMaruyamaSolver, uniform_time_grid
 from toy.checks.base import CheckResult, Context, Z, simulate_snapshots
 from toy.densities import Gaussian, GaussianMixture
-from toy.metrics import energy_distance, excess_kurtosis, null_distance_band
+from toy.metrics import energy_distance, excess_kurtosis
 from toy.plotting import contour, scatter, subplots
 from toy.processes import BrownianMotion, LangevinDynamics, OrnsteinUhlenbeck
 
@@ -256,17 +256,22 @@ def check_langevin(ctx: Context) -> CheckResult:
 
     Distance: energy distance (toy.metrics) between the n chain states and n fresh target
     samples. Tolerance = null band: mean + 4 std of the distance between two independent
-    target samples of the same size n over `null_repeats` repeats -- what an exact sampler
-    scores. The Euler-Maruyama (unadjusted Langevin) bias is O(dt): for a unit-variance mode
-    the stationary variance is off by the factor 1 / (1 - dt / 2), i.e. 1% (quick, dt = 0.02)
-    or 0.25% (full, dt = 0.005); the energy distance of such a scale change is quadratic in it
-    (~1e-4 and ~1e-5), below the respective null bands (measured 7.7e-3 at n = 4000 and
-    1.6e-3 at n = 10000). The start must be clearly above the band: at least 10 x band.
+    target samples of the same size n -- what an exact sampler scores; full estimates it from
+    `null_repeats` repeats, quick (sizes.null_exact) from the distance's exact null variance
+    (`toy.metrics.null_energy_band`: mean 0, std to ~1 % instead of ~18 % from 16 repeats).
+    The Euler-Maruyama (unadjusted Langevin) bias is O(dt): for a unit-variance mode the
+    stationary variance is off by the factor 1 / (1 - dt / 2), i.e. 1% (quick, dt = 0.02) or
+    0.25% (full, dt = 0.005); the energy distance of such a scale change is quadratic in it
+    (~1e-4 and ~1e-5), below the respective null bands (measured 7.7e-3 at n = 4000 from 16
+    repeats, 4.3e-3 exact; 1.6e-3 at n = 10000). The start must be clearly above the band: at
+    least 10 x band.
 
     Power (measured while writing this check): Langevin with the drift sigma^2 grad log p
     (the factor 1/2 dropped; it samples p^2, whose per-axis variance is 3.4 instead of 4.1)
     scores 0.016-0.019 at n = 2000-5000, 2-4.5 x the band -- why quick uses n = 4000 and
-    16 null repeats rather than n = 2000 and 10. Because the energy distance is weak against
+    16 null repeats rather than n = 2000 and 10 (re-measured with the exact band, quick, run
+    seeds 0-3: 0.0072-0.011 against 0.0043, 1.7-2.6 x; a band from 16 repeats, 7.7e-3 at
+    seed 0, would have let the lowest through). Because the energy distance is weak against
     such a change of scale, a second row compares the mean squared distance to the mean,
     E|X_T - m|^2, with tr Cov(p) in closed form: tolerance Z = 5 standard errors (the sample
     std of |X - m|^2 over sqrt(n)) plus the Euler-Maruyama bias, bounded by twice the
@@ -287,7 +292,7 @@ def check_langevin(ctx: Context) -> CheckResult:
     snap_t = [0.0, 1.0, 3.0, 8.0, 15.0, horizon]
     snap_i = [round(t / dt) for t in snap_t]
     snaps = simulate_snapshots(solver, x0, ts, snap_i)
-    null = null_distance_band(target.sample, target.sample, n, ctx.sizes.null_repeats)
+    null = ctx.null_band(target.sample, n, ctx.sizes.null_repeats)
     d_start = energy_distance(snaps[0], target.sample(n)).item()
     d_end = energy_distance(snaps[-1], target.sample(n)).item()
     res.at_most("energy distance to target at T=30", d_end, null["band"])
@@ -304,7 +309,7 @@ def check_langevin(ctx: Context) -> CheckResult:
     # the figure's curve uses 1000 chains (cheap); the rows above use all n
     m = min(n, 1000)
     dists = [energy_distance(x[:m], target.sample(m)).item() for x in snaps]
-    null_m = null_distance_band(target.sample, target.sample, m, 10)
+    null_m = ctx.null_band(target.sample, m, 10)
 
     fig, axes = subplots(len(snap_t) + 1, size=3.3)
     bounds = (-6.0, 10.0, -6.0, 10.0)
