@@ -44,7 +44,7 @@ def test_float_arrays_batch_as_stored_and_memory_mapped_ones_give_the_same_batch
     stored = np.memmap(path, dtype=np.float16, mode="w+", shape=tuple(values.shape))
     stored[:] = values.numpy()
     stored.flush()
-    mapped = ImageData(torch.from_numpy(np.memmap(path, dtype=np.float16, mode="r", shape=tuple(values.shape))), labels, resident=False)
+    mapped = ImageData(torch.from_numpy(np.memmap(path, dtype=np.float16, mode="c", shape=tuple(values.shape))), labels, resident=False)
     schedule = BatchSchedule(48, 8, seed=5)
     for step in (0, 5, 6, 13):  # across an epoch boundary (6 batches an epoch)
         idx = schedule.indices(step)
