@@ -301,17 +301,20 @@ def coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
 def _target(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, str]:
     """(the dataclass object that holds the key, the key) for 'section.key' or 'section.variant.key'."""
     parts = dotted.split(".")
-    unknown = ConfigError(f"unknown config key {dotted!r} (from {source}){_suggest(dotted, all_keys(cfg))}")
+
+    def unknown() -> ConfigError:
+        return ConfigError(f"unknown config key {dotted!r} (from {source}){_suggest(dotted, all_keys(cfg))}")
+
     if parts[0] not in SECTIONS or len(parts) not in (2, 3) or not all(parts):
-        raise unknown
+        raise unknown()
     obj = getattr(cfg, parts[0])
     if len(parts) == 3:
         if not isinstance(obj, VariantSection) or parts[1] not in obj.variant_names():
-            raise unknown
+            raise unknown()
         obj.__dict__.setdefault("_set_variants", set()).add(parts[1])
         obj = obj.variant(parts[1])
     if parts[-1] not in [f.name for f in dataclasses.fields(obj)]:
-        raise unknown
+        raise unknown()
     return obj, parts[-1]
 
 
@@ -403,7 +406,7 @@ _FLAT_UNET = ("base_channels", "channel_mults", "num_res_blocks", "attention_res
 _FLAT_FOLDER = ("path", "channels", "fit", "holdout_fraction", "skip_bad_images", "cache_dir", "workers")
 #: placeholders of the flat layout that meant "not set" (now: leave the key out)
 _PLACEHOLDERS = {("model", "head_channels"): 0, ("model", "second_time"): "none", ("data", "channels"): 0,
-                 ("data", "cache_dir"): "", ("data", "workers"): 0, ("data", "path"): "", ("model", "embed_dim"): None}
+                 ("data", "cache_dir"): "", ("data", "workers"): 0, ("data", "path"): ""}
 
 
 def migrate_flat(raw: dict[str, Any], selected: dict[str, str]) -> Migrated:
@@ -419,7 +422,7 @@ def migrate_flat(raw: dict[str, Any], selected: dict[str, str]) -> Migrated:
 
     def move(section: str, key: str, dest: tuple[str, ...], value: Any) -> None:
         tables[section].pop(key, None)
-        if _PLACEHOLDERS.get((section, key), object()) == value or ((section, key) == ("model", "second_time") and value == "none"):
+        if _PLACEHOLDERS.get((section, key), object()) == value:
             notes.append(f"{section}.{key} = {value!r} -> left out (unset)")
             return
         node = tables
@@ -511,15 +514,16 @@ def validate(cfg: RunConfig) -> None:
 
 def _validate_variants(cfg: RunConfig) -> None:
     """The selected backbone, objective and data source check their own sections (and how they fit together)."""
-    for section in (cfg.model, cfg.flow, cfg.data):
+    for name in ("model", "flow", "data"):
+        section = getattr(cfg, name)
         chosen = getattr(section, section.selector)
         stray = sorted(section.__dict__.get("_set_variants", set()) - {chosen})
         if stray:
-            name = next(s for s in SECTIONS if getattr(cfg, s) is section)
             raise ConfigError(f"[{name}.{stray[0]}] is set but {name}.{section.selector} = {chosen!r}: its keys apply only to "
                               f"{name}.{section.selector} = {stray[0]!r}; remove them or set {name}.{section.selector} = {stray[0]!r}")
+    from imgflow.core import solver_info
     from imgflow.data import dataset_entry
-    from imgflow.nn.backbones import backbone
+    from imgflow.nn.backbones import backbone, backbones
     from imgflow.training.objectives import objective_entry
 
     arch, model_options = backbone(cfg.model.arch), cfg.model.options
@@ -534,24 +538,18 @@ def _validate_variants(cfg: RunConfig) -> None:
         raise ConfigError(f"[flow.{objective.name}] {exc}" if not str(exc).startswith(("flow.", "model.", "sample.")) else str(exc)) from None
     if objective.flow_map and not arch.flow_map:
         raise ConfigError(f"flow.objective = {objective.name!r} trains a flow map u(x, t, r), which model.arch = {arch.name!r} "
-                          f"cannot take (no second time); use one of: {', '.join(n for n, b in _backbones().items() if b.flow_map)}")
+                          f"cannot take (no second time); use one of: {', '.join(n for n, b in backbones().items() if b.flow_map)}")
     if cfg.flow.prediction not in objective.predictions:
         raise ConfigError(f"flow.objective = {objective.name!r} trains flow.prediction {' or '.join(objective.predictions)}; "
                           f"set flow.prediction = {objective.predictions[0]!r}")
-    if cfg.sample.solver == "flow_map" and not objective.flow_map:
-        raise ConfigError(f"sample.solver = 'flow_map' needs a flow-map model (flow.objective = 'mean_flow'); flow.objective = "
+    if solver_info(cfg.sample.solver).flow_map and not objective.flow_map:
+        raise ConfigError(f"sample.solver = {cfg.sample.solver!r} needs a flow-map model (flow.objective = 'mean_flow'); flow.objective = "
                           f"{objective.name!r} trains a velocity: use euler or another ODE solver")
     source = dataset_entry(cfg.data.dataset)
     try:
         source.validate(cfg.data, cfg.data.options)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def _backbones() -> dict[str, Any]:
-    from imgflow.nn.backbones import backbones
-
-    return backbones()
 
 
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:

@@ -14,7 +14,7 @@ from imgflow.model_record import ModelRecord, build_network, record_from_config
 from imgflow.nn.backbones import backbone
 from imgflow.training.objectives import build_path
 
-__all__ = ["build_model", "build_path", "check_model_fits", "is_class_conditional", "model_record"]
+__all__ = ["build_model", "build_path", "check_model_fits", "is_class_conditional", "model_record", "network_for"]
 
 
 def is_class_conditional(cfg: RunConfig, spec: DataSpec) -> bool:
@@ -35,6 +35,14 @@ def model_record(cfg: RunConfig, spec: DataSpec | None = None) -> ModelRecord:
     return record_from_config(cfg, spec or dataset_spec(cfg.data))
 
 
+def network_for(record: ModelRecord) -> nn.Module:
+    """The untrained network a model record describes; a ConfigError when it cannot take the record's data."""
+    try:
+        return build_network(record)
+    except ValueError as exc:
+        raise ConfigError(f"model config does not fit the data: {exc}") from None
+
+
 def build_model(cfg: RunConfig, spec: DataSpec | None = None) -> nn.Module:
     """The network of cfg.model for images of `spec` (default: the spec cfg.data implies).
 
@@ -42,7 +50,4 @@ def build_model(cfg: RunConfig, spec: DataSpec | None = None) -> nn.Module:
     num_classes + 1 rows, the last one the null label of classifier-free guidance. A size the
     network cannot take is a ConfigError.
     """
-    try:
-        return build_network(model_record(cfg, spec))
-    except ValueError as exc:
-        raise ConfigError(f"model config does not fit the data: {exc}") from None
+    return network_for(model_record(cfg, spec))

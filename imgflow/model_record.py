@@ -44,11 +44,6 @@ class ModelRecord:
     version: int = RECORD_VERSION
 
     @property
-    def num_classes(self) -> int | None:
-        """Classes the network takes labels for (None: unconditional)."""
-        return self.spec.num_classes if self.conditional else None
-
-    @property
     def null_label(self) -> int | None:
         """The label meaning "no class" (classifier-free guidance's unconditional input)."""
         return self.spec.num_classes if self.conditional else None
@@ -84,19 +79,17 @@ def _warn(message: str) -> None:
 
 
 def options_from_dict(arch: str, values: dict[str, Any]) -> Any:
-    """The backbone's options dataclass from a dict: unknown keys dropped (one warning line), lists made tuples."""
+    """The backbone's options dataclass from a dict of its keys (JSON lists made tuples).
+
+    Keys this version does not know were dropped when the record was read (`ModelRecord.from_json`).
+    """
     entry = backbone(arch)
-    fields = {f.name: f for f in dataclasses.fields(entry.options)}
     hints = typing.get_type_hints(entry.options)
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        _warn(f"model.{arch} keys this version does not know were ignored: {', '.join(unknown)}")
-    kwargs = {}
-    for name, value in values.items():
-        if name in fields:
-            is_tuple = typing.get_origin(hints[name]) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(hints[name]))
-            kwargs[name] = tuple(value) if is_tuple and isinstance(value, list) else value
-    return entry.options(**kwargs)
+
+    def is_tuple(name: str) -> bool:
+        return typing.get_origin(hints[name]) is tuple or any(typing.get_origin(a) is tuple for a in typing.get_args(hints[name]))
+
+    return entry.options(**{k: tuple(v) if isinstance(v, list) and is_tuple(k) else v for k, v in values.items()})
 
 
 def build_network(record: ModelRecord) -> nn.Module:

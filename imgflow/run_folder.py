@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from imgflow.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint
-from imgflow.config import ConfigError, RunConfig
+from imgflow.config import ConfigError, RunConfig, flatten_tables
 from imgflow.data import DataSpec
 
 LOCK_NAME = ".lock"
@@ -52,16 +52,6 @@ def make_run_dir(run_dir: Path) -> None:
         raise ConfigError(f"run.output_dir {run_dir} is not writable ({exc.strerror}); choose another run.output_dir") from None
 
 
-def _flat(section: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in section.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | None = None) -> None:
     """The checkpoint's data/model/flow sections, and the data it was trained on, must be the run's.
 
@@ -73,7 +63,7 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | N
     old, new = ckpt.training_config().to_dict(), cfg.to_dict()
     where_only = set(dataset_entry(cfg.data.dataset).location_keys)  # where the data lives, not what it is
     for section in FROZEN_SECTIONS:
-        old_keys, new_keys = _flat(old[section]), _flat(new[section])
+        old_keys, new_keys = dict(flatten_tables(old[section])), dict(flatten_tables(new[section]))
         for key, value in new_keys.items():
             if section == "data" and key in where_only:
                 continue

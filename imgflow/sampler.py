@@ -13,6 +13,7 @@ through this class.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from imgflow.config import ConfigError, RunConfig
+from imgflow.config import ConfigError, RunConfig, SampleSection
 from imgflow.core import (
     ClassifierFreeGuidance,
     FlowMap,
@@ -224,8 +225,9 @@ class Sampler:
 
     @property
     def _sample_defaults(self) -> dict:
-        base = {"solver": "flow_map" if self.flow_map else "euler", "num_steps": 1 if self.flow_map else 50, "time_grid": "auto",
-                "guidance_scale": 1.0, "sde_epsilon": 1.0, "rtol": 1e-4, "atol": 1e-4}
+        base = dataclasses.asdict(SampleSection())  # a record without a sampler of its own
+        if self.flow_map:
+            base.update(solver="flow_map", num_steps=1)
         return {**base, **self.record.sampling}
 
     def settings(self, solver: str | None = None, steps: int | None = None, time_grid: str | None = None,

@@ -50,9 +50,6 @@ class Backbone:
     check_fits: Callable[[Any, int], None] | None = None
     description: str = ""
 
-    def default_options(self) -> Any:
-        return self.options()
-
     def validate(self, options: Any, image_size: int | None = None) -> None:
         """ValueError when the options are out of range or (with image_size) cannot take images of that size."""
         check = getattr(options, "validate", None)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from imgflow.core.jvp import jvp
+from imgflow.core.mean_flow import average_velocity_and_derivative
 
 
 class TrainingModel:
@@ -32,14 +32,9 @@ class TrainingModel:
         return self.forward(*args, **kwargs)
 
     def average_velocity_and_derivative(self, x: Tensor, t: Tensor, r: Tensor, velocity: Tensor, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        tangents = (velocity, torch.ones_like(t), torch.zeros_like(r))
-
-        def u(xx: Tensor, tt: Tensor, rr: Tensor) -> Tensor:
-            return self.module(xx, tt, r=rr, **kwargs)
-
         if self.forward is self.module:
-            return jvp(u, (x, t, r), tangents)
+            return average_velocity_and_derivative(self.module, x, t, r, velocity, **kwargs)
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), torch.no_grad():  # the prediction below draws the same dropout masks
-            _, du_dt = jvp(u, (x, t, r), tangents)
+            _, du_dt = average_velocity_and_derivative(self.module, x, t, r, velocity, **kwargs)
         return self.forward(x, t, r=r, **kwargs), du_dt.detach()

@@ -37,9 +37,8 @@ from imgflow.checkpoint import (
 from imgflow.config import ConfigError, RunConfig
 from imgflow.core.progress import progress_bar
 from imgflow.data import ImageData, load_dataset
-from imgflow.factory import check_model_fits, model_record
+from imgflow.factory import check_model_fits, model_record, network_for
 from imgflow.files import atomic_write_bytes
-from imgflow.model_record import build_network
 from imgflow.nn import count_parameters
 from imgflow.run_folder import RunLock, check_resume_compatible, check_writable, checkpoint_to_resume, make_run_dir
 from imgflow.sampler import Sampler
@@ -151,10 +150,7 @@ class Trainer:
             raise ConfigError(f"train.batch_size {train.batch_size} is larger than the data set ({len(data)} images); lower it")
         torch.manual_seed(derive_seed(cfg.run.seed, "init"))
         self.record = model_record(cfg, self.spec)
-        try:
-            self.model = build_network(self.record)
-        except ValueError as exc:
-            raise ConfigError(f"model config does not fit the data: {exc}") from None
+        self.model = network_for(self.record)
         self.conditional = self.record.conditional
         self.null_label = self.record.null_label
         self.objective = build_objective(cfg, self.null_label)
