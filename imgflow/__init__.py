@@ -37,6 +37,9 @@ _EXPORTS = {
     "sweep_checkpoint": "imgflow.evaluation.sweep",
     "budget_comparison": "imgflow.experiments.budget",
     "Judge": "imgflow.evaluation.judge",
+    "LatentCodec": "imgflow.latents",
+    "load_autoencoder": "imgflow.latents",
+    "evaluate_autoencoder": "imgflow.evaluation.autoencoder",
 }
 
 __all__ = sorted(_EXPORTS)

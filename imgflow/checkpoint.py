@@ -1,7 +1,8 @@
 """Safetensors checkpoints: atomic writes, a `latest` pointer, keep-last-N, clear load errors.
 
 One file per checkpoint, `ckpt-00001000.safetensors`, holds tensors under prefixes
-`model.` (raw weights), `ema.` (EMA weights), `optimizer.` (optimiser state tensors), and
+`model.` (raw weights), `ema.` (EMA weights), `optimizer.` (optimiser state tensors), `autoencoder.`
+(for a latent model: the autoencoder that decodes its samples), and
 the metadata strings `format`, `config` (the full run configuration as JSON), `model_record`
 (what sampling needs on its own: `imgflow.model_record.ModelRecord`), `data_spec` (channels, size and
 class names of the training data), `step`, `optimizer`, `scheduler` and
@@ -62,6 +63,7 @@ class Checkpoint:
     grad_scaler: dict[str, Any] | None = None
     record: ModelRecord | None = None
     config_json: str = ""
+    autoencoder: dict[str, Tensor] = field(default_factory=dict)
 
     def training_config(self) -> RunConfig:
         """The run configuration, validated as a new run's would be (for resuming): a CheckpointError if it no longer is."""
@@ -119,11 +121,13 @@ def save_checkpoint(
     spec: DataSpec | None = None,
     grad_scaler_state: dict[str, Any] | None = None,
     record: ModelRecord | None = None,
+    autoencoder_state: dict[str, Tensor] | None = None,
 ) -> Path:
     """Write ckpt-<step>.safetensors atomically, point `latest` at it, prune to keep_last (0 = keep all)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update({f"ema.{k}": v for k, v in (ema_state or {}).items()})
+    tensors.update({f"autoencoder.{k}": v for k, v in (autoencoder_state or {}).items()})
     metadata = {**(extra_metadata or {}), "format": FORMAT, "config": config.to_json(), "step": str(step)}
     if spec is not None:
         metadata["data_spec"] = spec.to_json()
@@ -213,7 +217,7 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
         config = RunConfig.from_json(metadata["config"], source=f"{path.name} metadata", lenient=True)
     except (KeyError, json.JSONDecodeError, ConfigError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path} has no readable run configuration in its metadata ({exc}); it cannot be rebuilt") from None
-    groups: dict[str, dict[str, Tensor]] = {"model": {}, "ema": {}, "optimizer": {}}
+    groups: dict[str, dict[str, Tensor]] = {"model": {}, "ema": {}, "optimizer": {}, "autoencoder": {}}
     for key, value in tensors.items():
         prefix, _, rest = key.partition(".")
         groups.setdefault(prefix, {})[rest if prefix != "optimizer" else key] = value
@@ -231,7 +235,7 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
     known = ("format", "config", "step", "optimizer", "scheduler", "data_spec", "grad_scaler", "model_record")
     extra = {k: v for k, v in metadata.items() if k not in known}
     return Checkpoint(path, config, int(metadata.get("step", 0)), groups["model"], groups["ema"], optimizer, scheduler, extra,
-                      spec, scaler, record, metadata["config"])
+                      spec, scaler, record, metadata["config"], groups["autoencoder"])
 
 
 def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path: Path | str) -> None:

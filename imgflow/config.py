@@ -81,6 +81,8 @@ class DataSection(VariantSection):
     resize: bool = False  # torchvision data: True = bilinear resize to image_size (the course lab); False = pad with background
     download: bool = True
     hflip: bool = False  # random horizontal flips (datasets whose classes survive a mirror image)
+    autoencoder: str = ""  # latent training: an autoencoder checkpoint (file or run folder); the data is encoded once
+    latent_cache_dir: str = ""  # where encoded datasets are cached (default ~/.cache/imgflow/latents)
 
 
 @dataclass
@@ -97,7 +99,7 @@ class FlowSection(VariantSection):
     """[flow]; an objective's own keys live in [flow.<objective>] (e.g. [flow.mean_flow] guidance = 1.5)."""
 
     selector: typing.ClassVar[str] = "objective"
-    objective: str = "flow_matching"  # flow_matching (a velocity model) | mean_flow (a flow map for 1-2 step sampling)
+    objective: str = "flow_matching"  # flow_matching (a velocity model) | mean_flow (a flow map for 1-2 step sampling) | autoencoder
     schedule: str = "linear"  # linear (linear path) | cosine | sqrt (Gaussian paths)
     prediction: str = "velocity"  # velocity | noise
     loss_reduction: str = "mean"  # mean (per-dim) | sum (per-sample sum of squares)
@@ -501,6 +503,8 @@ def validate(cfg: RunConfig) -> None:
         need(getattr(train, key) >= 1, f"train.{key} must be >= 1, got {getattr(train, key)}")
     need(train.sample_every >= 0, f"train.sample_every must be >= 0 (0 = never), got {train.sample_every}")
     need(data.image_size >= 4, f"data.image_size must be >= 4, got {data.image_size}")
+    need(not (data.hflip and data.autoencoder), "data.hflip mirrors the training rows, which for data.autoencoder are latents, not images; "
+         "set data.hflip = false for a latent run")
     need(0.0 <= flow.label_dropout < 1.0, f"flow.label_dropout must be in [0, 1), got {flow.label_dropout}")
     need(flow.logit_normal_std > 0, f"flow.logit_normal_std must be > 0, got {flow.logit_normal_std}")
     need(sample.num_steps >= 1, f"sample.num_steps must be >= 1, got {sample.num_steps}")
@@ -536,6 +540,11 @@ def _validate_variants(cfg: RunConfig) -> None:
         objective.validate(cfg.flow.options, cfg)
     except ValueError as exc:
         raise ConfigError(f"[flow.{objective.name}] {exc}" if not str(exc).startswith(("flow.", "model.", "sample.")) else str(exc)) from None
+    if objective.kind != arch.kind:
+        fitting = [n for n, b in backbones().items() if b.kind == objective.kind]
+        raise ConfigError(f"flow.objective = {objective.name!r} trains {'an autoencoder' if objective.kind == 'autoencoder' else 'a flow model'}, "
+                          f"which model.arch = {arch.name!r} is not; use model.arch = {' | '.join(fitting)}"
+                          + ("" if objective.kind == "autoencoder" else " (an autoencoder is trained with flow.objective = 'autoencoder')"))
     if objective.flow_map and not arch.flow_map:
         raise ConfigError(f"flow.objective = {objective.name!r} trains a flow map u(x, t, r), which model.arch = {arch.name!r} "
                           f"cannot take (no second time); use one of: {', '.join(n for n, b in backbones().items() if b.flow_map)}")

@@ -22,17 +22,18 @@ def is_class_conditional(cfg: RunConfig, spec: DataSpec) -> bool:
     return backbone(cfg.model.arch).conditional(cfg.model.class_conditional, spec.num_classes)
 
 
-def check_model_fits(cfg: RunConfig) -> None:
-    """The backbone of cfg.model can take images of cfg.data.image_size (checked before any data is read)."""
+def check_model_fits(cfg: RunConfig, image_size: int | None = None) -> None:
+    """The backbone of cfg.model can take inputs of this size (default cfg.data.image_size; a latent run's is the
+    latent side), checked before any data is read."""
     try:
-        backbone(cfg.model.arch).validate(cfg.model.options, cfg.data.image_size)
+        backbone(cfg.model.arch).validate(cfg.model.options, image_size or cfg.data.image_size)
     except ValueError as exc:
         raise ConfigError(f"model config does not fit the data: {exc}") from None
 
 
-def model_record(cfg: RunConfig, spec: DataSpec | None = None) -> ModelRecord:
-    """What a checkpoint of this run records for sampling (spec default: what cfg.data implies)."""
-    return record_from_config(cfg, spec or dataset_spec(cfg.data))
+def model_record(cfg: RunConfig, spec: DataSpec | None = None, latent: dict | None = None) -> ModelRecord:
+    """What a checkpoint of this run records for sampling (spec default: what cfg.data implies; latent: the codec's record)."""
+    return record_from_config(cfg, spec or dataset_spec(cfg.data), latent)
 
 
 def network_for(record: ModelRecord) -> nn.Module:

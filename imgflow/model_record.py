@@ -30,7 +30,8 @@ RECORD_VERSION = 1
 @dataclass(frozen=True)
 class ModelRecord:
     """See the module docstring. `options`: the backbone's [model.<arch>] keys as a dict; `sampling`: the
-    run's [sample] section (solver, num_steps, time_grid, guidance_scale, sde_epsilon, rtol, atol)."""
+    run's [sample] section (solver, num_steps, time_grid, guidance_scale, sde_epsilon, rtol, atol); `latent`: for a
+    model trained on an autoencoder's latents (imgflow.latents), what decodes them, else None."""
 
     arch: str
     options: dict[str, Any]
@@ -42,6 +43,16 @@ class ModelRecord:
     trained_guidance: float | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
+    latent: dict[str, Any] | None = None  # a latent model: the autoencoder's record, weights digest, shift and scale
+
+    @property
+    def image_spec(self) -> DataSpec:
+        """The spec of the images it generates: `spec` itself, or for a latent model `spec` with the decoded shape."""
+        if not self.latent:
+            return self.spec
+        autoencoder_spec = self.latent["autoencoder"]["spec"]  # the decoder makes images of the shape it was trained on
+        c, size = autoencoder_spec["channels"], autoencoder_spec["image_size"]
+        return DataSpec(self.spec.dataset, c, size, self.spec.class_names, self.spec.fingerprint)
 
     @property
     def null_label(self) -> int | None:
@@ -98,8 +109,8 @@ def build_network(record: ModelRecord) -> nn.Module:
     return entry.build(options_from_dict(record.arch, record.options), record.built_for)
 
 
-def record_from_config(cfg: Any, spec: DataSpec) -> ModelRecord:
-    """The record of a model trained with run config `cfg` on data described by `spec`."""
+def record_from_config(cfg: Any, spec: DataSpec, latent: dict[str, Any] | None = None) -> ModelRecord:
+    """The record of a model trained with run config `cfg` on data described by `spec` (latent: `LatentCodec.to_record()`)."""
     from imgflow.training.objectives import objective_entry
 
     entry = backbone(cfg.model.arch)
@@ -112,4 +123,4 @@ def record_from_config(cfg: Any, spec: DataSpec) -> ModelRecord:
     sampling = {"solver": s.solver, "num_steps": s.num_steps, "time_grid": s.time_grid, "guidance_scale": s.guidance_scale,
                 "sde_epsilon": s.sde_epsilon, "rtol": s.rtol, "atol": s.atol}
     return ModelRecord(cfg.model.arch, dataclasses.asdict(cfg.model.options), spec, conditional, objective.flow_map,
-                       cfg.flow.schedule, cfg.flow.prediction, guidance, sampling)
+                       cfg.flow.schedule, cfg.flow.prediction, guidance, sampling, latent=latent)

@@ -61,7 +61,8 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | N
     from imgflow.data import dataset_entry
 
     old, new = ckpt.training_config().to_dict(), cfg.to_dict()
-    where_only = set(dataset_entry(cfg.data.dataset).location_keys)  # where the data lives, not what it is
+    # where the data lives, not what it is (a latent run's autoencoder is compared by its weights below)
+    where_only = set(dataset_entry(cfg.data.dataset).location_keys) | {"autoencoder", "latent_cache_dir"}
     for section in FROZEN_SECTIONS:
         old_keys, new_keys = dict(flatten_tables(old[section])), dict(flatten_tables(new[section]))
         for key, value in new_keys.items():
@@ -72,8 +73,16 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | N
                     f"cannot resume from {ckpt.path}: it was trained with {section}.{key} = {old_keys.get(key)!r}, "
                     f"this run has {value!r}; use the same setting or start a new run.output_dir"
                 )
+    if bool(old["data"].get("autoencoder")) != bool(cfg.data.autoencoder):
+        raise CheckpointError(f"cannot resume from {ckpt.path}: it was trained on {'latents' if old['data'].get('autoencoder') else 'pixels'}, "
+                              f"this run asks for {'latents' if cfg.data.autoencoder else 'pixels'}; use the run's own data.autoencoder "
+                              "or start a new run.output_dir")
     if spec is None or ckpt.spec is None:
         return
+    if ckpt.spec.extra.get("autoencoder_digest") != spec.extra.get("autoencoder_digest"):
+        raise CheckpointError(f"cannot resume from {ckpt.path}: the autoencoder at data.autoencoder = {cfg.data.autoencoder} is not the one "
+                              "this run was trained on (it was retrained or replaced); resuming needs the same autoencoder, so restore "
+                              "its checkpoint or start a new run.output_dir")
     if ckpt.spec.fingerprint != spec.fingerprint:
         raise CheckpointError(
             f"cannot resume from {ckpt.path}: the images under {getattr(cfg.data.options, 'path', None) or cfg.data.dataset} changed "

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from imgflow.checkpoint import Checkpoint
+    from imgflow.latents import LatentCodec
 
 #: what `labels=` accepts: None (balanced over the classes), one class, a list cycled to `num`, or (num,) labels
 Labels = int | str | Sequence[int | str] | Tensor | None
@@ -172,18 +173,34 @@ class Sampler:
         spec: with a RunConfig, the shape and classes of its data (default: what config.data implies).
         device: where to sample (default: the model's device).
         step: the training step of the weights, for reports.
+        codec: for a model of latents (record.latent set), the `imgflow.latents.LatentCodec` that decodes them:
+            samples are then images, and `spec` describes the images (`latent_spec` the latents).
     """
 
     def __init__(self, model: nn.Module, record: ModelRecord | RunConfig, spec: DataSpec | None = None,
-                 device: torch.device | str | None = None, step: int | None = None) -> None:
+                 device: torch.device | str | None = None, step: int | None = None, codec: LatentCodec | None = None) -> None:
         if isinstance(record, RunConfig):
-            record = record_from_config(record, spec or dataset_spec(record.data))
+            if record.data.autoencoder and codec is None:
+                raise ConfigError("a model of latents needs its autoencoder to decode: use Sampler.from_checkpoint, or pass codec=")
+            spec = spec or dataset_spec(record.data)
+            if codec is not None and spec.shape != codec.latent_shape:  # the images' spec given: the model sees their latents
+                from imgflow.latents import latent_spec
+
+                spec = latent_spec(spec, codec)
+            record = record_from_config(record, spec, codec.to_record() if codec is not None else None)
+        if record.latent and codec is None:
+            raise ConfigError("this model generates latents and needs the autoencoder that decodes them: use Sampler.from_checkpoint "
+                              "(latent checkpoints carry it) or pass codec=")
         self.model = model
         self.record = record
-        self.spec = record.spec
+        self.codec = codec if record.latent else None
+        self.latent_spec = record.spec
+        self.spec = record.image_spec
         first = next(iter(model.parameters()), None)
         self.device = torch.device(device) if device is not None else (first.device if first is not None else torch.device("cpu"))
         self.model.to(self.device)
+        if self.codec is not None:
+            self.codec.to(self.device)
         self.step = step
         self.path = GaussianPath(schedule_from_name(record.schedule))
         self.conditional = record.conditional
@@ -199,13 +216,22 @@ class Sampler:
     def from_loaded(cls, ckpt: Checkpoint, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
         """The sampler of a loaded checkpoint, built from its model record alone."""
         from imgflow.checkpoint import load_weights_into
+        from imgflow.nn.backbones import backbone
 
         if weights not in ("ema", "raw"):
             raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}")
+        if backbone(ckpt.record.arch).kind == "autoencoder":
+            raise ConfigError(f"{ckpt.path} is an autoencoder, which does not sample: train a latent model on it (data.autoencoder = "
+                              f"{str(ckpt.path.parent)!r}) and sample that, or look at its reconstructions (imgflow.latents)")
+        codec = None
+        if ckpt.record.latent:
+            from imgflow.latents import LatentCodec
+
+            codec = LatentCodec.from_record(ckpt.record.latent, ckpt.autoencoder, ckpt.path)
         model = build_network(ckpt.record)
         load_weights_into(model, ckpt.weights(weights), ckpt.path)
         device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.eval(), ckpt.record, device=device, step=ckpt.step)
+        return cls(model.eval(), ckpt.record, device=device, step=ckpt.step, codec=codec)
 
     # --- what it can do -----------------------------------------------------------------------
     @property
@@ -313,7 +339,7 @@ class Sampler:
     def sample(self, num: int = 16, labels: Labels = None, *, guidance: float | None = None, solver: str | None = None,
                steps: int | None = None, time_grid: str | None = None, sde_epsilon: float | None = None,
                rtol: float | None = None, atol: float | None = None, seed: int = 0, batch_size: int = 256,
-               progress: bool = False, clip: bool = True) -> Samples:
+               progress: bool = False, clip: bool = True, noise: Tensor | None = None) -> Samples:
         """Draw `num` images.
 
         labels: None (cycle through every class), a class (index or name), a list of classes
@@ -322,9 +348,13 @@ class Sampler:
         Sample i starts from the noise seeded by (seed, i), whatever batch_size.
         clip: clip the solver's output to the data range [-1, 1] (non-finite values are kept, so
         a diverged sample stays visible); False returns it as integrated.
+        noise: (num, *latent_spec.shape) starting noise instead of the seeded draws (e.g. `interpolate`'s).
+        A latent model's samples are decoded by its autoencoder: images, not latents.
         """
         if num < 1 or batch_size < 1:
             raise ConfigError(f"num and batch_size must be >= 1, got {num} and {batch_size}")
+        if noise is not None and tuple(noise.shape) != (num, *self.latent_spec.shape):
+            raise ConfigError(f"noise must have shape ({num}, {', '.join(map(str, self.latent_spec.shape))}), got {tuple(noise.shape)}")
         settings = self.settings(solver, steps, time_grid, guidance, sde_epsilon, rtol, atol)
         y_all = self.labels(num, labels)
         was_training = self.model.training
@@ -337,7 +367,8 @@ class Sampler:
 
             for start in progress_bar(range(0, num, batch_size), enabled=progress and num > batch_size, desc="batches", leave=False):
                 idx = range(start, min(start + batch_size, num))
-                x = per_sample_noise(seed, idx, self.spec.shape, self.device)
+                x = (per_sample_noise(seed, idx, self.latent_spec.shape, self.device) if noise is None
+                     else noise[idx.start: idx.stop].to(self.device, torch.float32))
                 y = y_all[idx.start: idx.stop].to(self.device) if y_all is not None else None
                 dynamics, kwargs = self._dynamics(settings, y, seed, idx)
                 ode_solver = make_solver(settings.solver, dynamics, progress=progress, **kwargs)
@@ -345,11 +376,31 @@ class Sampler:
                 t_end = 1.0 - 1e-3 if 1.0 in dynamics.singular_times else 1.0
                 ts = named_time_grid(settings.time_grid, settings.steps, t_start, t_end).to(self.device)
                 x = ode_solver.simulate(x, ts).float()
+                if self.codec is not None:
+                    x = self.codec.decode(x).float()
                 out.append((torch.where(torch.isfinite(x), x.clamp(-1.0, 1.0), x) if clip else x).cpu())
                 nfe = max(nfe, ode_solver.nfe)
         finally:
             self.model.train(was_training)
         return Samples(torch.cat(out), y_all, nfe, time.perf_counter() - t0, settings, self.class_names)
+
+
+    def interpolate(self, num: int = 8, label: int | str | None = None, seeds: tuple[int, int] = (0, 1), **sample_kwargs) -> Samples:
+        """One strip of `num` samples whose starting noises move along the great circle (`slerp`) from the noise of
+        seeds[0] to that of seeds[1], all with one label (None: the first class; unconditional models take none).
+
+        With a deterministic sampler the strip shows how the model's output changes along the way; the ends are
+        sample 0 of `sample(seed=seeds[0])` and of `sample(seed=seeds[1])`. Other keywords go to `sample`.
+        """
+        from imgflow.core.interpolation import slerp
+
+        if num < 2:
+            raise ConfigError(f"an interpolation needs num >= 2 images, got {num}")
+        a = per_sample_noise(seeds[0], [0], self.latent_spec.shape)[0]
+        b = per_sample_noise(seeds[1], [0], self.latent_spec.shape)[0]
+        noise = slerp(a, b, torch.linspace(0.0, 1.0, num))
+        labels = None if not self.conditional else [label if label is not None else 0]
+        return self.sample(num, labels, noise=noise, **sample_kwargs)
 
 
 __all__ = ["Labels", "PerSampleBrownian", "Sampler", "Samples", "SamplingSettings", "balanced_labels", "image_grid_png",

@@ -16,13 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.toml"))
 
 
+def _load_shipped(path: Path) -> RunConfig:
+    return load_config(path, {"data.folder.path": "PICS"}) if "folder" in path.name else load_config(path)
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_load_round_trip_and_build_at_their_resolution(path):
-    """Every config loads (a folder recipe once it is given data.folder.path), and its network takes its images."""
+    """Every config loads (a folder recipe once it is given data.folder.path), and its network takes its inputs: images, or
+    for a latent config the latents of the shipped autoencoder config it names (by its run.output_dir). GPU recipes run
+    on PyTorch's meta device (shapes only, no arithmetic)."""
     from imgflow.data import DataSpec, dataset_spec
     from imgflow.factory import build_model, check_model_fits
 
-    raw = load_config(path, {"data.folder.path": "PICS"}) if "folder" in path.name else load_config(path)
+    raw = _load_shipped(path)
     assert RunConfig.from_json(raw.to_json()).to_dict() == raw.to_dict()
     if "folder" in path.name:
         with pytest.raises(ConfigError, match="needs data.folder.path"):
@@ -30,11 +36,24 @@ def test_shipped_configs_load_round_trip_and_build_at_their_resolution(path):
         spec = DataSpec("folder", raw.data.folder.channels or 3, raw.data.image_size, tuple("abcdefghij"))
     else:
         spec = dataset_spec(raw.data)
-    check_model_fits(raw)
-    model = build_model(raw, spec).eval()
-    x = torch.randn(1, *spec.shape)
-    with torch.no_grad():
-        out = model(x, torch.rand(1), torch.tensor([1]) if spec.num_classes and raw.model.class_conditional else None)
+    if raw.data.autoencoder:
+        makers = [c for c in map(_load_shipped, CONFIGS) if c.model.arch == "autoencoder" and c.run.output_dir == raw.data.autoencoder]
+        assert makers, f"no shipped autoencoder config writes {raw.data.autoencoder}"
+        ae = makers[0]
+        assert (ae.data.dataset, ae.data.image_size) == (raw.data.dataset, raw.data.image_size)
+        o = ae.model.autoencoder
+        spec = DataSpec(spec.dataset, o.latent_channels, raw.data.image_size // o.factor, spec.class_names)
+    check_model_fits(raw, spec.image_size)
+    device = "meta" if "gpu" in path.name else "cpu"
+    with torch.device(device):
+        model = build_model(raw, spec).eval()
+        x = torch.randn(1, *spec.shape)
+        with torch.no_grad():
+            if raw.model.arch == "autoencoder":
+                out, mean, _ = model(x)
+                assert mean.shape == (1, raw.model.autoencoder.latent_channels, *[raw.data.image_size // raw.model.autoencoder.factor] * 2)
+            else:
+                out = model(x, torch.rand(1), torch.tensor([1]) if spec.num_classes and raw.model.class_conditional else None)
     assert out.shape == x.shape
 
 

@@ -35,6 +35,8 @@ LAYERS = {
     # the Sampler draws from a model in hand (the trainer's grids too) and builds one from a checkpoint's record:
     # it sits with training, below evaluation
     "imgflow.sampler": 2,
+    # latent datasets read an autoencoder's checkpoint and encode a data source; the trainer and the sampler use them
+    "imgflow.latents": 2,
     # 3: judging a trained model
     "imgflow.evaluation": 3,
     # 4: what trains and judges (budget comparisons, parity checks, benchmarks)

@@ -9,6 +9,9 @@ of the classifier's features of the samples and of the held-out split, cached ne
 classifier) and class accuracy; then the FID of --num real training images (the floor at this
 sample size) and the NLL in bits/dim of --bpd-images held-out images. --inception adds Inception
 FID when torch-fidelity and its weights are installed. CHECKPOINT is a file or a run folder.
+
+An autoencoder's checkpoint (model.arch = "autoencoder") is scored by its reconstructions of --num
+held-out images instead: PSNR and reconstruction FID(clf), the floor of any latent model built on it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,15 @@ from imgflow.cli import (
     say,
 )
 from imgflow.config import CHOICES, ConfigError
+
+
+def is_autoencoder_checkpoint(where: str) -> bool:
+    """Whether a checkpoint (file or run folder) holds an autoencoder (scored by PSNR and reconstruction FID)."""
+    from imgflow.checkpoint import load_checkpoint
+    from imgflow.nn.backbones import backbone
+
+    record = load_checkpoint(where).record
+    return record is not None and backbone(record.arch).kind == "autoencoder"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--download", action="store_true", help="allow torchvision to download the dataset")
     p.add_argument("--cache-dir", help="folder for the reference statistics (default: next to the classifier)")
     p.add_argument("--json", help="write the numbers to this JSON file")
+    p.add_argument("--reconstructions", help="an autoencoder: write 16 held-out images above their reconstructions to this PNG")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
@@ -61,11 +74,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_runtime_arguments(args)
     check_positive(args, "steps", "batch_size")
     check_output_file(args.json, "--json")
+    check_output_file(args.reconstructions, "--reconstructions")
 
     from imgflow.evaluation.report import NLLSettings, evaluate_checkpoint
     from imgflow.files import write_json
 
     data = {"download": args.download, **({"data_root": args.data_root} if args.data_root else {})}
+    if is_autoencoder_checkpoint(args.checkpoint):
+        from imgflow.evaluation.autoencoder import evaluate_autoencoder
+
+        report = evaluate_autoencoder(args.checkpoint, args.classifier, num=args.num, data_overrides=data, cache_dir=args.cache_dir,
+                                      device=args.device or "cpu", baseline=not args.no_baseline, figure=args.reconstructions,
+                                      log=None if args.quiet else say)
+        print("\n".join(report.lines()))
+        for path in (args.json, args.reconstructions):
+            if path == args.json and path:
+                write_json(path, report.to_dict())
+            if path:
+                print(f"wrote {path}")
+        return 0
     nll = NLLSettings(args.bpd_images, args.bpd_solver, args.bpd_tol, args.bpd_steps, args.bpd_grid_power, args.bpd_probes, args.bpd_label)
     report = evaluate_checkpoint(
         args.checkpoint, args.classifier, num=args.num, guidance=parse_floats(args.guidance, "--guidance") if args.guidance else None,

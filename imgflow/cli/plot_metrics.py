@@ -6,12 +6,14 @@
 
 Each run is drawn as its logged loss (the mean over each logging window) against the step or
 against wall-clock minutes; the y axis is logarithmic. --by-time draws, for one run, the mean
-loss in each bin of t at a few logged steps: where in time a run misbehaves.
+loss in each bin of t at a few logged steps: where in time a run misbehaves. Autoencoder runs are
+drawn as their reconstruction error and KL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from imgflow.cli import ArgumentParser
 
@@ -24,8 +26,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="loss.png")
     args = p.parse_args(argv)
 
-    from imgflow.training.metrics_plot import plot_loss_by_time, plot_loss_curves
+    from imgflow.training.metrics_log import read_metrics
+    from imgflow.training.metrics_plot import plot_autoencoder_curves, plot_loss_by_time, plot_loss_curves
 
-    path = plot_loss_by_time(args.runs, args.out) if args.by_time else plot_loss_curves(args.runs, args.out, x=args.x)
+    first = read_metrics(Path(args.runs[0]))
+    if first and "reconstruction" in first[-1]:
+        path = plot_autoencoder_curves(args.runs, args.out, x=args.x)
+    elif args.by_time:
+        path = plot_loss_by_time(args.runs, args.out)
+    else:
+        path = plot_loss_curves(args.runs, args.out, x=args.x)
     print(f"wrote {path}")
     return 0

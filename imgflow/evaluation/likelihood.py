@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from imgflow.config import ConfigError
 from imgflow.core import ModelField
 from imgflow.core.likelihood import bits_per_dim, dequantize, log_likelihood
 from imgflow.sampler import Sampler
@@ -59,6 +60,9 @@ def image_nll(
     shrinks towards the data end (`grid_power`). See imgflow.core.likelihood for the dequantisation,
     the formula and why uniform steps fail here.
     """
+    if getattr(sampler, "codec", None) is not None:
+        raise ConfigError("bits/dim needs a pixel-space model: a latent model's likelihood is of its latents, not of the images "
+                          "(skip it: --bpd-images 0)")
     if label_mode not in ("null", "true"):
         raise ValueError(f"label_mode must be 'null' or 'true', got {label_mode!r}")
     conditional, device = sampler.conditional, sampler.device

@@ -10,6 +10,7 @@ sample count and the split it was measured against.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -157,6 +158,9 @@ def evaluate_checkpoint(
     t0 = time.perf_counter()
     ckpt = load_checkpoint(checkpoint)
     sampler = Sampler.from_loaded(ckpt, weights, device)
+    if sampler.codec is not None and nll.images > 0:
+        say("note: bits/dim is skipped for a latent model (its likelihood is of latents, not of the images)")
+        nll = dataclasses.replace(nll, images=0)
     data = copy.deepcopy(ckpt.config.data)
     for key, value in (data_overrides or {}).items():
         setattr(data, key, value)

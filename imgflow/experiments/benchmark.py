@@ -113,24 +113,37 @@ def profile_training(trainer, steps: int) -> tuple[list[dict], str]:
     return phases, events.table(sort_by="self_cpu_time_total", row_limit=12)
 
 
-def time_sampling(config: str | Path, num_images: int, nfe: int) -> float:
+def time_sampling(config: str | Path, num_images: int, nfe: int, overrides: dict[str, Any] | None = None) -> float:
     """Images/s of the config's sampler at `nfe` evaluations (guidance 2 when conditional), random weights."""
     from imgflow.core import solver_info
     from imgflow.factory import build_model
     from imgflow.sampler import Sampler
 
-    cfg = load_config(resolve_config(config), RANDOM_DATA)
+    cfg = load_config(resolve_config(config), {**RANDOM_DATA, **(overrides or {})})
     spec = fake_data(cfg, 1).spec
+    codec = None
+    if cfg.data.autoencoder:  # a latent model: it samples latents and decodes them with the autoencoder
+        from imgflow.latents import latent_spec, load_autoencoder
+
+        codec = load_autoencoder(cfg.data.autoencoder)
+        spec = latent_spec(spec, codec)
     model = build_model(cfg, spec)
     for p in model.parameters():  # the zero-initialised output layers would make the work trivial
         torch.nn.init.normal_(p, std=0.02)
-    sampler = Sampler(model, cfg, spec, "cuda" if torch.cuda.is_available() else "cpu")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    sampler = Sampler(model, cfg, spec, device, codec=codec)
     guidance = 2.0 if sampler.conditional else 1.0
     steps = max(nfe // (solver_info(cfg.sample.solver).evals_per_step or 1), 1)
     sampler.sample(min(num_images, 8), guidance=guidance, steps=steps, batch_size=num_images)  # warm-up
     t0 = time.perf_counter()
     sampler.sample(num_images, guidance=guidance, steps=steps, batch_size=num_images)
     return num_images / (time.perf_counter() - t0)
+
+
+def _is_autoencoder(config: str | Path) -> bool:
+    from imgflow.nn.backbones import backbone
+
+    return backbone(load_config(resolve_config(config), RANDOM_DATA).model.arch).kind == "autoencoder"
 
 
 def machine_info() -> dict[str, Any]:
@@ -165,8 +178,8 @@ def benchmark_images(configs: Sequence[str], batches: Sequence[int], precisions:
                             trainer.lock.release()
                             say(f"train {config} batch {batch} {precision} cl={cl} compile={comp}: {med * 1000:.1f} ms/step "
                                 f"{batch / med:.1f} img/s")
-            if sample_nfe:
-                rate = time_sampling(config, sample_images, sample_nfe)
+            if sample_nfe and not _is_autoencoder(config):  # an autoencoder does not sample
+                rate = time_sampling(config, sample_images, sample_nfe, overrides)
                 rows.append({"kind": "sample", "config": str(config), "nfe": sample_nfe, "images": sample_images, "images_per_s": rate})
                 say(f"sample {config}: {sample_images} images, NFE {sample_nfe}: {rate:.1f} img/s")
     return rows

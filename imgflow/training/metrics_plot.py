@@ -1,4 +1,5 @@
-"""Pictures of a run's metrics.jsonl: the loss curve, and the loss against t (where a run misbehaves)."""
+"""Pictures of a run's metrics.jsonl: the loss curve, the loss against t (where a run misbehaves), and an
+autoencoder's reconstruction error and KL."""
 
 from __future__ import annotations
 
@@ -78,4 +79,26 @@ def plot_loss_by_time(runs: Sequence[str | Path], out: str | Path, curves: int =
         ax.set_title(Path(run).name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_autoencoder_curves(runs: Sequence[str | Path], out: str | Path, x: str = "step") -> Path:
+    """An autoencoder run's per-pixel reconstruction error (left) and KL per image in nats (right), log y axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for run in runs:
+        records = _records(run, "reconstruction")
+        xs = [r["step"] if x == "step" else r.get("elapsed_s", 0.0) / 60 for r in records]
+        for ax, key in zip(axes, ("reconstruction", "kl")):
+            ax.plot(xs, [r[key] for r in records], label=f"{Path(run).name} ({records[-1][key]:.3g})")
+    for ax, label in zip(axes, ("reconstruction error per pixel", "KL(q(z|x) || N(0, I)) per image, nats")):
+        ax.set_xlabel("step" if x == "step" else "wall-clock minutes")
+        ax.set_ylabel(label)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
     return _save(fig, out)

@@ -6,13 +6,16 @@ sampler can jump with it), which guidance scale its samples carry at sampling gu
 to build the object that does the work:
 
 - `draw_times(n, generator, device) -> (t, r or None)`: the random times of a global batch;
-- `per_sample_loss(model, batch) -> (loss (b,), logged (b,))`: the loss whose mean the gradient
+- `per_sample_loss(model, batch) -> (loss (b,), logged (b,)[, parts])`: the loss whose mean the gradient
   comes from and the error the metrics log keeps by time bin (the same tensor for flow matching;
   MeanFlow logs its squared error before the adaptive weighting, which would make every sample's
-  loss about 1). `model` is the trainer's `TrainingModel`: called like the network, it runs the
+  loss about 1); optionally a dict of further (b,) values the log keeps as their means (the
+  autoencoder's reconstruction error and KL). `model` is the trainer's `TrainingModel`: called like the network, it runs the
   forward pass through the DDP wrapper; the core's MeanFlow loss asks it for its JVP.
 
-The math lives in imgflow.core (losses, mean_flow). Adding an objective is one class and one
+`kind` says which networks it trains: "flow" objectives train a field model(x, t, y, r); the
+"autoencoder" objective trains an autoencoder backbone (imgflow.nn.autoencoder) on pixels, draws no
+times, and its run's grids are reconstructions. The math lives in imgflow.core (losses, mean_flow, vae). Adding an objective is one class and one
 `OBJECTIVES` line; the trainer, sampler and config read everything from the entry.
 """
 
@@ -28,6 +31,7 @@ from torch import Tensor
 
 from imgflow.core import LOSSES, GaussianPath, sample_times, schedule_from_name
 from imgflow.core.mean_flow import Guidance, mean_flow_loss, sample_time_pairs, trained_guidance
+from imgflow.core.vae import RECONSTRUCTIONS, vae_loss
 from imgflow.training.batches import MicroBatch
 
 if TYPE_CHECKING:
@@ -121,6 +125,40 @@ class MeanFlowObjective:
                               adaptive_p=self.options.adaptive_p, per_sample=True)
 
 
+@dataclass
+class AutoencoderLossOptions:
+    """[flow.autoencoder]: loss = per-pixel reconstruction error (l2 | l1) + beta * KL / D (imgflow.core.vae)."""
+
+    beta: float = 1e-4
+    reconstruction: str = "l2"
+
+    def validate(self) -> None:
+        if not (self.beta >= 0 and math.isfinite(self.beta)):
+            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if self.reconstruction not in RECONSTRUCTIONS:
+            raise ValueError(f"reconstruction = {self.reconstruction!r} is not one of: {', '.join(RECONSTRUCTIONS)}")
+
+
+class AutoencoderObjective:
+    """The KL-autoencoder loss on pixels; no times (every sample is logged in the first time bin's place)."""
+
+    def __init__(self, cfg: RunConfig, options: AutoencoderLossOptions, null_label: int | None) -> None:
+        self.options = options
+
+    def draw_times(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        return torch.zeros(n, device=device), None
+
+    def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        reconstruction, mean, logvar = model(batch.data)
+        parts = vae_loss(reconstruction, batch.data, mean, logvar, self.options.beta, self.options.reconstruction)
+        return parts.total, parts.total.detach(), {"reconstruction": parts.reconstruction.detach(), "kl": parts.kl.detach()}
+
+
+def _autoencoder_checks(options: AutoencoderLossOptions, cfg: RunConfig) -> None:
+    if cfg.data.autoencoder:
+        raise ValueError("an autoencoder trains on pixels: leave data.autoencoder out of its config (it is for latent runs)")
+
+
 def _mean_flow_checks(options: MeanFlowOptions, cfg: RunConfig) -> None:
     if (options.guidance != 1.0 or options.guidance_mix != 0.0) and not cfg.model.class_conditional:
         raise ValueError("flow.mean_flow.guidance needs a class-conditional model; set model.class_conditional = true or the guidance to 1")
@@ -138,6 +176,7 @@ class ObjectiveEntry:
     flow_map: bool = False
     trained_guidance: Callable[[Any], float] | None = None
     check: Callable[[Any, Any], None] | None = None
+    kind: str = "flow"  # the backbone kind it trains: flow | autoencoder
 
     def validate(self, options: Any, cfg: RunConfig | None = None) -> None:
         """ValueError when the options are out of range (or, given cfg, do not fit it)."""
@@ -152,6 +191,8 @@ OBJECTIVES: dict[str, ObjectiveEntry] = {
     "flow_matching": ObjectiveEntry("flow_matching", FlowMatchingOptions, FlowMatchingObjective),
     "mean_flow": ObjectiveEntry("mean_flow", MeanFlowOptions, MeanFlowObjective, predictions=("velocity",), flow_map=True,
                                 trained_guidance=lambda o: trained_guidance(o.guidance, o.guidance_mix), check=_mean_flow_checks),
+    "autoencoder": ObjectiveEntry("autoencoder", AutoencoderLossOptions, AutoencoderObjective, check=_autoencoder_checks,
+                                  kind="autoencoder"),
 }
 
 

@@ -36,9 +36,18 @@ from imgflow.checkpoint import (
 )
 from imgflow.config import ConfigError, RunConfig
 from imgflow.core.progress import progress_bar
-from imgflow.data import ImageData, load_dataset
+from imgflow.data import ImageData
 from imgflow.factory import check_model_fits, model_record, network_for
 from imgflow.files import atomic_write_bytes
+from imgflow.latents import (
+    LatentCodec,
+    check_codec_size,
+    encode_data,
+    latent_image_size,
+    load_autoencoder,
+    load_training_data,
+    reconstruction_grid_png,
+)
 from imgflow.nn import count_parameters
 from imgflow.run_folder import RunLock, check_resume_compatible, check_writable, checkpoint_to_resume, make_run_dir
 from imgflow.sampler import Sampler
@@ -48,7 +57,7 @@ from imgflow.training.ema import EMA
 from imgflow.training.interrupts import StopRequests, TrainingInterrupted
 from imgflow.training.metrics_log import MetricsLog, check_tracker_available, flat_config, scalar_metrics
 from imgflow.training.model_handle import TrainingModel
-from imgflow.training.objectives import build_objective
+from imgflow.training.objectives import build_objective, objective_entry
 from imgflow.training.optimizer import build_optimizer
 
 #: equal-width bins of t in [0, 1] over which the metrics log keeps the mean loss
@@ -77,16 +86,20 @@ def lr_lambda_factory(warmup_steps: int):
 class LogWindow:
     """Device-side sums over the steps since the last log: nothing here is read until `read`."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, parts: tuple[str, ...] = ()) -> None:
         self.device = device
+        self.parts = parts
         self.steps = 0
         self.samples = 0  # this process's samples in the sums (host count: shapes are known without a read)
         self.t0 = time.perf_counter()
         zeros = lambda *shape: torch.zeros(shape, device=device)
         self.loss_sum, self.grad_norm_sum = zeros(), zeros()
         self.bin_sum, self.bin_count = zeros(TIME_BINS), zeros(TIME_BINS)
+        self.part_sums = zeros(len(parts))
 
-    def add(self, per_sample: Tensor, times: Tensor) -> None:
+    def add(self, per_sample: Tensor, times: Tensor, parts: dict[str, Tensor] | None = None) -> None:
+        if self.parts:
+            self.part_sums += torch.stack([parts[name].detach().float().sum() for name in self.parts])
         per_sample = per_sample.detach().float()
         self.samples += per_sample.numel()
         self.loss_sum += per_sample.sum()
@@ -95,7 +108,7 @@ class LogWindow:
         self.bin_count.index_add_(0, bins, torch.ones_like(per_sample))
 
     def packed(self) -> Tensor:
-        return torch.cat([self.loss_sum[None], self.grad_norm_sum[None], self.bin_sum, self.bin_count])
+        return torch.cat([self.loss_sum[None], self.grad_norm_sum[None], self.bin_sum, self.bin_count, self.part_sums])
 
 
 class Trainer:
@@ -134,26 +147,34 @@ class Trainer:
         self.micro = train.batch_size // per_step
 
         # everything that can be wrong is checked before anything is written (or a folder of images converted)
-        check_model_fits(cfg)
+        self.codec: LatentCodec | None = None
+        if cfg.data.autoencoder:
+            self.codec = load_autoencoder(cfg.data.autoencoder, acc.device)
+            check_codec_size(self.codec, cfg.data.image_size, cfg.data.autoencoder)
+        check_model_fits(cfg, latent_image_size(cfg.data, self.codec))
         ckpt = checkpoint_to_resume(cfg, resume, check_lock=self.is_main)
         check_writable(self.run_dir)
-        if data is None:
-            with acc.main_process_first():
-                data = load_dataset(cfg.data, "train", progress=self.is_main and progress, log=acc.print)
+        with acc.main_process_first():
+            if data is None:
+                data, self.codec = load_training_data(cfg.data, "train", codec=self.codec, progress=self.is_main and progress, log=acc.print)
+            elif self.codec is not None:  # pixels handed in: encoded (and cached) like a data source's
+                data, self.codec = encode_data(self.codec, data, cfg.data, "train", progress=self.is_main and progress, log=acc.print)
         self.spec = data.spec
         if ckpt is not None:
             check_resume_compatible(ckpt, cfg, self.spec)
-        if data.spec.image_size != cfg.data.image_size:
+        if data.spec.image_size != latent_image_size(cfg.data, self.codec):
             raise ConfigError(f"the data has images of shape {data.shape} but data.image_size is {cfg.data.image_size}; "
                               "make them agree")
         if train.batch_size > len(data):
             raise ConfigError(f"train.batch_size {train.batch_size} is larger than the data set ({len(data)} images); lower it")
         torch.manual_seed(derive_seed(cfg.run.seed, "init"))
-        self.record = model_record(cfg, self.spec)
+        self.record = model_record(cfg, self.spec, self.codec.to_record() if self.codec is not None else None)
         self.model = network_for(self.record)
         self.conditional = self.record.conditional
         self.null_label = self.record.null_label
         self.objective = build_objective(cfg, self.null_label)
+        self.is_autoencoder = objective_entry(cfg.flow.objective).kind == "autoencoder"
+        self.log_parts = ("reconstruction", "kl") if self.is_autoencoder else ()
 
         # from here on the run folder is ours
         self.lock: RunLock | None = None
@@ -228,6 +249,7 @@ class Trainer:
                     self.optimizer.state_dict(), self.scheduler.state_dict(),
                     keep_last=self.cfg.train.keep_last, extra_metadata=extra, spec=self.spec,
                     grad_scaler_state=scaler.state_dict() if scaler is not None else None, record=self.record,
+                    autoencoder_state=self.codec.autoencoder.state_dict() if self.codec is not None else None,
                 )
             except (OSError, SafetensorError) as exc:  # disk full, folder removed: the write was atomic, the old file stands
                 reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120]
@@ -241,17 +263,24 @@ class Trainer:
     def sampler(self) -> Sampler:
         """A Sampler around the EMA (or raw) weights as they are now."""
         net = self.ema.module if self.ema is not None else self.model
-        return Sampler(net, self.record, device=self.accelerator.device, step=self.step)
+        return Sampler(net, self.record, device=self.accelerator.device, step=self.step, codec=self.codec)
 
     def sample_grid(self) -> Path | None:
-        """Main process draws the fixed-seed grid of the EMA (or raw) model at this step."""
+        """Main process draws the fixed-seed grid of the EMA (or raw) model at this step (an autoencoder's
+        reconstructions of the first training images, below the originals)."""
         self._ensure_finite()
         if not self.is_main:
             return None
         s = self.cfg.sample
-        samples = self.sampler().sample(s.num_images, seed=s.seed)
         (self.run_dir / "samples").mkdir(exist_ok=True)
-        return samples.save_grid(self.run_dir / "samples" / f"step-{self.step:08d}.png")
+        out = self.run_dir / "samples" / f"step-{self.step:08d}.png"
+        if self.is_autoencoder:
+            net = self.ema.module if self.ema is not None else self.model
+            rows = torch.arange(min(max(s.num_images // 2, 1), len(self.data)))
+            atomic_write_bytes(out, reconstruction_grid_png(net, self.data.batch(rows.to(self.data.images.device))[0]))
+            return out
+        samples = self.sampler().sample(s.num_images, seed=s.seed)
+        return samples.save_grid(out)
 
     # --- one step ---------------------------------------------------------------------------
     def global_batch(self, step: int) -> GlobalBatch:
@@ -279,18 +308,18 @@ class Trainer:
             ctx = acc.no_sync(self.prepared) if m < train.grad_accum - 1 else nullcontext()
             with ctx:
                 with record_function("step/forward_loss"):
-                    per_sample, logged = self.objective.per_sample_loss(self.training_model, micro)
+                    per_sample, logged, *parts = self.objective.per_sample_loss(self.training_model, micro)
                     loss = per_sample.mean()
                 with record_function("step/backward"):
                     acc.backward(loss / train.grad_accum)
-            losses.append((logged, micro.times))
-        bad = ~torch.stack([torch.isfinite(v).all() for v, _ in losses]).all()
+            losses.append((logged, micro.times, parts[0] if parts else None))
+        bad = ~torch.stack([torch.isfinite(v).all() for v, _, _ in losses]).all()
         if train.on_nonfinite == "skip" and self._any_process(bad):  # "skip" reads the device every step (documented)
             acc.print(f"warning: non-finite loss in step {self.step + 1}; skipped the update on every process (train.on_nonfinite = 'skip')")
             self.optimizer.zero_grad(set_to_none=True)
             return
-        for per_sample, times in losses:
-            window.add(per_sample, times)
+        for per_sample, times, parts in losses:
+            window.add(per_sample, times, parts)
         self._first_bad = torch.where((self._first_bad < 0) & bad, torch.full_like(self._first_bad, self.step), self._first_bad)
         with record_function("step/clip_optimizer"):
             if train.grad_clip > 0:
@@ -351,14 +380,17 @@ class Trainer:
         now = time.perf_counter()
         loss_sum, grad_sum = values[0], values[1] / self.world
         bins, counts = values[2 : 2 + TIME_BINS], values[2 + TIME_BINS : 2 + 2 * TIME_BINS]
+        n = max(window.samples * self.world, 1)
         record: dict[str, Any] = {
             "step": self.step,
-            "loss": loss_sum / max(window.samples * self.world, 1),
-            "loss_by_t": [s / c if c else None for s, c in zip(bins, counts)],
+            "loss": loss_sum / n,
+            **{name: v / n for name, v in zip(window.parts, values[2 + 2 * TIME_BINS : 2 + 2 * TIME_BINS + len(window.parts)])},
             "lr": self.scheduler.get_last_lr()[0],
             "images_per_s": window.steps * self.cfg.train.batch_size / (now - window.t0),
             "elapsed_s": now - self._loop_start,
         }
+        if not self.is_autoencoder:  # an autoencoder's loss has no time
+            record["loss_by_t"] = [s / c if c else None for s, c in zip(bins, counts)]
         if self.cfg.train.grad_clip > 0:
             record["grad_norm"] = grad_sum / window.steps
         if log is not None:
@@ -403,9 +435,13 @@ class Trainer:
                 info = self.data.info
                 acc.print(f"data: {info['path']} ({len(self.data)} training images; {info['ignored_files']} non-image files ignored, "
                           f"{info['skipped_bad_images']} unreadable images skipped; cache {info['cache']})")
+            if self.codec is not None:
+                acc.print(f"latents: {cfg.data.autoencoder} encodes {self.codec.image_spec.shape} images to {self.spec.shape} "
+                          f"(shift {self.codec.shift:.4g}, scale {self.codec.scale:.4g}; cache {self.data.info.get('latent_cache')})")
             acc.print(
                 f"training {cfg.model.arch} ({count_parameters(self.model):,} parameters) on {self.spec.dataset} "
-                f"[{len(self.data)} images of {self.spec.shape}, {self.spec.num_classes} classes] | {self.world} process(es), "
+                f"[{len(self.data)} {'latents' if self.codec is not None else 'images'} of {self.spec.shape}, {self.spec.num_classes} classes] | "
+                f"{self.world} process(es), "
                 f"device {acc.device}, mixed precision {acc.mixed_precision} | global batch {train.batch_size} = "
                 f"{self.world} x {train.grad_accum} x {self.micro} | from step {self.step} to {train.steps}"
             )
@@ -414,7 +450,7 @@ class Trainer:
                               init_kwargs={"tensorboard": {"purge_step": self.step or None}})
         bar = progress_bar(total=train.steps, initial=self.step, enabled=self.is_main and progress, dynamic_ncols=True, file=sys.stdout)
         start = self._loop_start = time.perf_counter()
-        window = LogWindow(acc.device)
+        window = LogWindow(acc.device, self.log_parts)
         stopped_by = "steps"
         self.prepared.train()
         try:
@@ -427,11 +463,11 @@ class Trainer:
                 if at_read:
                     record = self._log(window, log)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", img_s=f"{record['images_per_s']:.0f}")
-                    window = LogWindow(acc.device)
+                    window = LogWindow(acc.device, self.log_parts)
                 signal_name, budget_hit = self._stop_flags(stop, start, at_read)
                 if (signal_name or budget_hit) and not at_read:  # the last, partial window goes into the log too
                     self._log(window, log)
-                    window = LogWindow(acc.device)
+                    window = LogWindow(acc.device, self.log_parts)
                 if self.step % train.checkpoint_every == 0 or self.step == train.steps or budget_hit or signal_name:
                     self.save()
                 if train.sample_every and (self.step % train.sample_every == 0 or self.step == train.steps or budget_hit):

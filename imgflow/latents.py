@@ -1,0 +1,323 @@
+"""Latent flow matching: a dataset encoded once by a trained autoencoder, and the way back to pixels.
+
+    data.autoencoder = "runs/vae_mnist"      # an autoencoder checkpoint (file or run folder)
+
+turns any data source into latents: the split's images are encoded to their posterior means
+(imgflow.nn.autoencoder), shifted and scaled to zero mean and unit variance with a shift and scale
+measured on the train split, and cached as one float16 array (N, c, h, w) with the labels. The cache
+follows the folder cache's rules: it is keyed by the source data's identity and a digest of the
+autoencoder's weights (any change rebuilds it), a truncated or foreign file is rebuilt and never
+trusted, it is written atomically, and a large one is memory-mapped.
+
+`LatentCodec` holds the autoencoder with its shift and scale: `encode(images) -> latents` and
+`decode(latents) -> images`, z = (mean - shift) * scale. A latent run's checkpoints carry the codec
+(the autoencoder's model record and EMA weights, the shift and the scale) so `Sampler.from_checkpoint`
+decodes without the autoencoder's file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from imgflow.checkpoint import CheckpointError, load_checkpoint, load_weights_into
+from imgflow.config import ConfigError
+from imgflow.data import DataSpec, ImageData, data_identity, load_dataset
+from imgflow.data.folder import RESIDENT_BYTES
+from imgflow.model_record import ModelRecord, build_network
+from imgflow.nn.backbones import backbone
+
+#: bump when the cache's layout or the encoding changes: older caches are then rebuilt
+LATENT_FORMAT = "imgflow-latent-cache-1"
+ENCODE_BATCH = 256
+
+
+def default_latent_cache_dir() -> Path:
+    base = os.environ.get("IMGFLOW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "imgflow")
+    return Path(base) / "latents"
+
+
+def weights_digest(weights: dict[str, Tensor]) -> str:
+    """A digest of a state dict's names, shapes, dtypes and bytes: equal exactly when the weights are."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{tuple(t.shape)}\0{t.dtype}\n".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+@dataclass
+class LatentCodec:
+    """An autoencoder with the shift and scale that make its latents zero-mean, unit-variance.
+
+    encode: images (B, C, H, W) in [-1, 1] -> latents (B, c, H / f, W / f) = (mean(x) - shift) * scale;
+    decode: latents -> images (unclipped) = decoder(latent / scale + shift).
+    """
+
+    autoencoder: nn.Module
+    record: ModelRecord  # the autoencoder's own record (its data spec is the pixel data's)
+    digest: str
+    shift: float = 0.0
+    scale: float = 1.0
+
+    @property
+    def image_spec(self) -> DataSpec:
+        return self.record.spec
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        return tuple(self.autoencoder.latent_shape)  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> LatentCodec:
+        self.autoencoder.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.autoencoder.parameters()).device
+
+    @torch.inference_mode()
+    def encode(self, images: Tensor) -> Tensor:
+        mean, _ = self.autoencoder.encode(images.to(self.device).float())
+        return (mean - self.shift) * self.scale
+
+    @torch.inference_mode()
+    def decode(self, latents: Tensor) -> Tensor:
+        return self.autoencoder.decode(latents.to(self.device).float() / self.scale + self.shift)
+
+    def to_record(self) -> dict[str, Any]:
+        """What a latent run's model record keeps of the codec (the weights go into the checkpoint's tensors)."""
+        return {"autoencoder": json.loads(self.record.to_json()), "digest": self.digest, "shift": self.shift, "scale": self.scale}
+
+    def with_scaling(self, shift: float, scale: float) -> LatentCodec:
+        return dataclasses.replace(self, shift=shift, scale=scale)
+
+    @classmethod
+    def from_record(cls, latent: dict[str, Any], weights: dict[str, Tensor], where: str | Path = "checkpoint") -> LatentCodec:
+        """The codec a latent run's record and its `autoencoder.` tensors describe (the digest is checked)."""
+        record = ModelRecord.from_json(json.dumps(latent["autoencoder"]))
+        if not weights:
+            raise CheckpointError(f"{where} is a latent model but holds no autoencoder weights; it cannot decode")
+        if weights_digest(weights) != latent["digest"]:
+            raise CheckpointError(f"the autoencoder weights inside {where} do not match its record (a damaged file?); "
+                                  "use another checkpoint of the run")
+        module = build_network(record)
+        load_weights_into(module, weights, where)
+        return cls(module.eval(), record, latent["digest"], float(latent["shift"]), float(latent["scale"]))
+
+
+def load_autoencoder(where: str | Path, device: torch.device | str = "cpu") -> LatentCodec:
+    """The autoencoder of a checkpoint (file or run folder; EMA weights) as a codec with shift 0 and scale 1.
+
+    A missing or unreadable file, or a checkpoint of a flow model, is a CheckpointError naming the fix.
+    """
+    if not Path(where).exists():
+        raise CheckpointError(f"data.autoencoder = {where} does not exist; train the autoencoder first (python scripts/train_images.py "
+                              "--config configs/vae_mnist.toml, or your own autoencoder config) or point at its run folder")
+    try:
+        ckpt = load_checkpoint(where)
+    except CheckpointError as exc:
+        raise CheckpointError(f"data.autoencoder: {exc}") from None
+    record = ckpt.record
+    if record is None or backbone(record.arch).kind != "autoencoder":
+        raise CheckpointError(f"data.autoencoder = {where} is a checkpoint of a {record.arch if record else 'unknown'} model, "
+                              "not of an autoencoder; train one with configs/vae_mnist.toml (model.arch = 'autoencoder') and point at it")
+    weights = ckpt.weights("ema")
+    module = build_network(record)
+    load_weights_into(module, weights, ckpt.path)
+    return LatentCodec(module.eval().to(device), record, weights_digest(weights))
+
+
+def latent_spec(image_spec: DataSpec, codec: LatentCodec) -> DataSpec:
+    """The spec of the latents of images of `image_spec`: the latent shape, the images' classes and fingerprint, and in
+    `extra` the autoencoder's digest (resuming compares it) and the image shape (the sampler decodes to it)."""
+    c, h, _ = codec.latent_shape
+    return DataSpec(image_spec.dataset, c, h, image_spec.class_names, image_spec.fingerprint,
+                    {"autoencoder_digest": codec.digest, "image_shape": list(image_spec.shape)})
+
+
+def check_codec_size(codec: LatentCodec, image_size: int, where: str) -> None:
+    """ConfigError when the autoencoder was trained at another image size than data.image_size (checked before loading)."""
+    have = codec.image_spec.image_size
+    if have != image_size:
+        raise ConfigError(f"data.autoencoder = {where} was trained on {have}x{have} images, but data.image_size "
+                          f"is {image_size}; set data.image_size = {have} or train an autoencoder at {image_size}")
+
+
+def check_codec_fits(codec: LatentCodec, spec: DataSpec, where: str) -> None:
+    """ConfigError when the autoencoder was trained on images of another channel count or size than the data's."""
+    have = codec.image_spec
+    if have.channels != spec.channels:
+        raise ConfigError(f"data.autoencoder = {where} was trained on {have.channels}-channel images, but this data has "
+                          f"{spec.channels} channels; train an autoencoder on this data (or set the data's channels to {have.channels})")
+    check_codec_size(codec, spec.image_size, where)
+
+
+# --- the cache --------------------------------------------------------------------------------------
+
+
+def _cache_key(identity: dict[str, str], split: str, digest: str) -> str:
+    text = json.dumps({"format": LATENT_FORMAT, "data": identity, "split": split, "autoencoder": digest}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _valid(folder: Path, key: str) -> dict[str, Any] | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("format") != LATENT_FORMAT or meta.get("key") != key:
+            return None
+        if (folder / "latents.f16").stat().st_size != int(np.prod([meta["count"], *meta["latent_shape"]])) * 2:
+            return None
+        return meta
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def encode_images(codec: LatentCodec, data: ImageData, batch_size: int = ENCODE_BATCH, progress: bool = False) -> Tensor:
+    """(N, c, h, w) float32 posterior means of every image of `data` (unscaled: shift 0, scale 1), on the CPU."""
+    from imgflow.core.progress import progress_bar
+
+    raw = codec.with_scaling(0.0, 1.0)
+    out = []
+    starts = range(0, len(data), batch_size)
+    for start in progress_bar(starts, enabled=progress, desc="encoding", unit="batch", leave=False, mininterval=1.0, delay=2.0):
+        idx = torch.arange(start, min(start + batch_size, len(data)))
+        x, _ = data.batch(idx, "cpu")
+        out.append(raw.encode(x).float().cpu())
+    return torch.cat(out)
+
+
+def content_identity(data: ImageData) -> dict[str, str]:
+    """The identity of data handed in as tensors: a digest of its values and labels."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(data.images.contiguous().view(torch.uint8).numpy().tobytes() if data.images.dtype == torch.uint8 else
+             data.images.float().contiguous().numpy().tobytes())
+    if data.labels is not None:
+        h.update(data.labels.cpu().numpy().tobytes())
+    return {"dataset": data.spec.dataset, "content": h.hexdigest(), "shape": str(tuple(data.images.shape))}
+
+
+def encoded_dataset(codec: LatentCodec, data_section: Any, split: str = "train", *, cache_dir: str | Path | None = None,
+                    progress: bool = False, log: Callable[[str], None] | None = None) -> tuple[ImageData, LatentCodec]:
+    """The split of the data a [data] section describes as latents, and the codec with the train split's shift and scale."""
+    pixels = load_dataset(data_section, split, progress=progress, log=log)
+    return encode_data(codec, pixels, data_section, split, identity=data_identity(data_section), cache_dir=cache_dir,
+                       progress=progress, log=log)
+
+
+def encode_data(codec: LatentCodec, pixels: ImageData, data_section: Any = None, split: str = "train", *,
+                identity: dict[str, str] | None = None, cache_dir: str | Path | None = None, progress: bool = False,
+                log: Callable[[str], None] | None = None) -> tuple[ImageData, LatentCodec]:
+    """`pixels` as latents (through the cache of the module docstring), and the codec with their shift and scale.
+
+    identity: what decides the pixels (default: a digest of them). The latent data's spec has the latent shape,
+    the pixel data's classes and fingerprint, and in `extra` the autoencoder's digest and the image shape.
+    """
+    say = log or (lambda _m: None)
+    where = getattr(data_section, "autoencoder", "") or "the autoencoder"
+    check_codec_fits(codec, pixels.spec, where)
+    key = _cache_key(identity or content_identity(pixels), split, codec.digest)
+    cache_dir = cache_dir or (getattr(data_section, "latent_cache_dir", "") or None)
+    root = Path(cache_dir).expanduser() if cache_dir else default_latent_cache_dir()
+    final = root / f"{pixels.spec.dataset}-{split}-{key[:16]}"
+    meta = _valid(final, key)
+    if meta is None:
+        if final.exists():
+            say(f"note: the latent cache {final} is incomplete or from another version; rebuilding it")
+        meta = _build(codec, pixels, final, key, progress, say)
+    shape = (meta["count"], *meta["latent_shape"])
+    latents = torch.from_numpy(np.memmap(final / "latents.f16", dtype=np.float16, mode="c", shape=shape))
+    labels = torch.tensor(meta["labels"], dtype=torch.long) if meta["labels"] is not None else None
+    spec = latent_spec(pixels.spec, codec)
+    info = {**pixels.info, "latent_cache": str(final)}
+    scaled = codec.with_scaling(meta["shift"], meta["scale"])
+    return ImageData(latents, labels, spec, resident=latents.numel() * 2 <= RESIDENT_BYTES, info=info), scaled
+
+
+def _build(codec: LatentCodec, pixels: ImageData, final: Path, key: str, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    root = final.parent
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the latent cache folder {root} ({exc.strerror}); set data.latent_cache_dir to a writable folder") from None
+    say(f"encoding {len(pixels)} images with the autoencoder into {final}")
+    means = encode_images(codec, pixels, progress=progress)
+    if not torch.isfinite(means).all():
+        raise ConfigError("the autoencoder's latents of this data are not finite (a diverged autoencoder?); retrain it")
+    shift = float(means.double().mean())
+    std = float(means.double().std())
+    scale = 1.0 / std if std > 0 else 1.0
+    scaled = ((means.double() - shift) * scale).to(torch.float16)
+    for stale in root.glob(f"{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f"{final.name}.tmp-{os.getpid()}"
+    tmp.mkdir()
+    try:
+        scaled.numpy().tofile(tmp / "latents.f16")
+        if (tmp / "latents.f16").stat().st_size != scaled.numel() * 2:
+            raise ConfigError(f"writing the latent cache in {tmp} fell short (disk full?); free space or set data.latent_cache_dir")
+        meta = {"format": LATENT_FORMAT, "key": key, "count": len(pixels), "latent_shape": list(scaled.shape[1:]), "shift": shift,
+                "scale": scale, "labels": pixels.labels.tolist() if pixels.labels is not None else None,
+                "image_shape": list(pixels.spec.shape), "autoencoder_digest": codec.digest}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if final.exists():
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def load_training_data(data_section: Any, split: str = "train", *, codec: LatentCodec | None = None, progress: bool = False,
+                       log: Callable[[str], None] | None = None) -> tuple[ImageData, LatentCodec | None]:
+    """What a run trains on: the pixels of data_section, or (with data.autoencoder) their latents and the codec."""
+    if not data_section.autoencoder:
+        return load_dataset(data_section, split, progress=progress, log=log), None
+    codec = codec or load_autoencoder(data_section.autoencoder)
+    return encoded_dataset(codec, data_section, split, cache_dir=data_section.latent_cache_dir or None, progress=progress, log=log)
+
+
+def latent_image_size(data_section: Any, codec: LatentCodec | None) -> int:
+    """The side of what the flow model sees: data.image_size, divided by the autoencoder's factor for latent runs."""
+    if codec is None:
+        return data_section.image_size
+    return data_section.image_size // codec.autoencoder.factor
+
+
+@torch.inference_mode()
+def reconstructions(autoencoder: nn.Module, images: Tensor, batch_size: int = ENCODE_BATCH) -> Tensor:
+    """(N, C, H, W) decoded posterior means of images in [-1, 1], clipped to [-1, 1], on the CPU."""
+    device = next(autoencoder.parameters()).device
+    was_training = autoencoder.training
+    autoencoder.eval()
+    try:
+        out = [autoencoder(images[i:i + batch_size].to(device).float(), sample=False)[0].clamp(-1, 1).float().cpu()
+               for i in range(0, len(images), batch_size)]
+    finally:
+        autoencoder.train(was_training)
+    return torch.cat(out)
+
+
+def reconstruction_grid_png(autoencoder: nn.Module, images: Tensor, nrow: int = 8) -> bytes:
+    """PNG bytes of the images (rows of nrow) above their reconstructions, with a blank row between the two blocks."""
+    from imgflow.sampler import image_grid_png
+
+    n = images.shape[0]
+    rows = -(-n // nrow)
+    blank = torch.full((rows * nrow - n + nrow, *images.shape[1:]), -1.0)
+    originals = images.float().cpu().clamp(-1, 1)
+    recon = reconstructions(autoencoder, images)
+    return image_grid_png(torch.cat([originals, blank, recon]), nrow)
