@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 from imgflow.checkpoint import CheckpointError, load_checkpoint, load_weights_into
 from imgflow.config import ConfigError
 from imgflow.data import DataSpec, ImageData, data_identity, load_dataset
-from imgflow.data.folder import RESIDENT_BYTES
+from imgflow.data.folder import RESIDENT_BYTES, default_cache_dir
 from imgflow.model_record import ModelRecord, build_network
 from imgflow.nn.backbones import backbone
 
@@ -44,8 +45,8 @@ ENCODE_BATCH = 256
 
 
 def default_latent_cache_dir() -> Path:
-    base = os.environ.get("IMGFLOW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "imgflow")
-    return Path(base) / "latents"
+    """<the imgflow cache root (IMGFLOW_CACHE, else ~/.cache/imgflow)>/latents, beside the folder cache."""
+    return default_cache_dir().parent / "latents"
 
 
 def weights_digest(weights: dict[str, Tensor]) -> str:
@@ -185,18 +186,20 @@ def _valid(folder: Path, key: str) -> dict[str, Any] | None:
         return None
 
 
-def encode_images(codec: LatentCodec, data: ImageData, batch_size: int = ENCODE_BATCH, progress: bool = False) -> Tensor:
-    """(N, c, h, w) float32 posterior means of every image of `data` (unscaled: shift 0, scale 1), on the CPU."""
+def encoded_batches(codec: LatentCodec, data: ImageData, batch_size: int = ENCODE_BATCH, progress: bool = False):
+    """Yield the (b, c, h, w) float32 posterior means (unscaled: shift 0, scale 1) of `data`, batch by batch, on the CPU."""
     from imgflow.core.progress import progress_bar
 
     raw = codec.with_scaling(0.0, 1.0)
-    out = []
     starts = range(0, len(data), batch_size)
     for start in progress_bar(starts, enabled=progress, desc="encoding", unit="batch", leave=False, mininterval=1.0, delay=2.0):
-        idx = torch.arange(start, min(start + batch_size, len(data)))
-        x, _ = data.batch(idx, "cpu")
-        out.append(raw.encode(x).float().cpu())
-    return torch.cat(out)
+        x, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))), "cpu")
+        yield raw.encode(x).float().cpu()
+
+
+def encode_images(codec: LatentCodec, data: ImageData, batch_size: int = ENCODE_BATCH, progress: bool = False) -> Tensor:
+    """(N, c, h, w) float32 posterior means of every image of `data` (unscaled: shift 0, scale 1), on the CPU."""
+    return torch.cat(list(encoded_batches(codec, data, batch_size, progress)))
 
 
 def content_identity(data: ImageData) -> dict[str, str]:
@@ -253,22 +256,36 @@ def _build(codec: LatentCodec, pixels: ImageData, final: Path, key: str, progres
     except OSError as exc:
         raise ConfigError(f"cannot create the latent cache folder {root} ({exc.strerror}); set data.latent_cache_dir to a writable folder") from None
     say(f"encoding {len(pixels)} images with the autoencoder into {final}")
-    means = encode_images(codec, pixels, progress=progress)
-    if not torch.isfinite(means).all():
-        raise ConfigError("the autoencoder's latents of this data are not finite (a diverged autoencoder?); retrain it")
-    shift = float(means.double().mean())
-    std = float(means.double().std())
-    scale = 1.0 / std if std > 0 else 1.0
-    scaled = ((means.double() - shift) * scale).to(torch.float16)
     for stale in root.glob(f"{final.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f"{final.name}.tmp-{os.getpid()}"
     tmp.mkdir()
+    shape = (len(pixels), *codec.latent_shape)
     try:
-        scaled.numpy().tofile(tmp / "latents.f16")
-        if (tmp / "latents.f16").stat().st_size != scaled.numel() * 2:
+        # pass 1: the unscaled means to disk, with float64 sums for the shift and scale (memory: one batch)
+        raw = np.lib.format.open_memmap(tmp / "means.npy", mode="w+", dtype=np.float32, shape=shape)
+        total = total_sq = 0.0
+        row = 0
+        for means in encoded_batches(codec, pixels, progress=progress):
+            if not torch.isfinite(means).all():
+                raise ConfigError("the autoencoder's latents of this data are not finite (a diverged autoencoder?); retrain it")
+            raw[row:row + len(means)] = means.numpy()
+            total += float(means.double().sum())
+            total_sq += float(means.double().square().sum())
+            row += len(means)
+        n = raw.size
+        shift = total / n
+        std = math.sqrt(max(total_sq / n - shift * shift, 0.0) * n / max(n - 1, 1))
+        scale = 1.0 / std if std > 0 else 1.0
+        # pass 2: shifted, scaled, float16
+        with open(tmp / "latents.f16", "wb") as out:
+            for lo in range(0, len(raw), ENCODE_BATCH):
+                out.write(((raw[lo:lo + ENCODE_BATCH].astype(np.float64) - shift) * scale).astype(np.float16).tobytes())
+        del raw
+        (tmp / "means.npy").unlink()
+        if (tmp / "latents.f16").stat().st_size != int(np.prod(shape)) * 2:
             raise ConfigError(f"writing the latent cache in {tmp} fell short (disk full?); free space or set data.latent_cache_dir")
-        meta = {"format": LATENT_FORMAT, "key": key, "count": len(pixels), "latent_shape": list(scaled.shape[1:]), "shift": shift,
+        meta = {"format": LATENT_FORMAT, "key": key, "count": len(pixels), "latent_shape": list(shape[1:]), "shift": shift,
                 "scale": scale, "labels": pixels.labels.tolist() if pixels.labels is not None else None,
                 "image_shape": list(pixels.spec.shape), "autoencoder_digest": codec.digest}
         (tmp / "meta.json").write_text(json.dumps(meta))

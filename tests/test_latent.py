@@ -158,3 +158,13 @@ def test_train_script_with_a_missing_autoencoder_exits_2_with_one_line(tmp_path,
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: data.autoencoder = "), lines
     assert "does not exist; train the autoencoder first" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_mean_flow_trains_on_latents_and_samples_decoded_images_in_one_step(autoencoder_run, tmp_path):
+    ae_dir, data = autoencoder_run
+    cfg = latent_config(tmp_path / "mf", ae_dir, **{"flow.objective": "mean_flow", "train.steps": 3})
+    train(cfg, data=data, progress=False)
+    sampler = Sampler.from_checkpoint(tmp_path / "mf", device="cpu")
+    assert sampler.flow_map
+    one = sampler.sample(4, labels=[1], solver="flow_map", steps=1)
+    assert one.nfe == 1 and one.images.shape == (4, 1, 8, 8) and torch.isfinite(one.images).all()
