@@ -196,11 +196,15 @@ def resolve_checkpoint(where: str | Path, run_dir: Path | None = None) -> Path:
     return spec_path
 
 
-def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint file (or a run folder's latest, or 'latest' in run_dir) with one clear error for any problem."""
+def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str | torch.device = "cpu",
+                    read_tensors: bool = True) -> Checkpoint:
+    """Read a checkpoint file (or a run folder's latest, or 'latest' in run_dir) with one clear error for any problem.
+
+    read_tensors=False reads only the metadata (record, config, spec, step): the weight dicts stay empty.
+    """
     path = resolve_checkpoint(where, run_dir)
     try:
-        tensors = load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device=str(device)) if read_tensors else {}
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as fh:
@@ -221,7 +225,7 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
     for key, value in tensors.items():
         prefix, _, rest = key.partition(".")
         groups.setdefault(prefix, {})[rest if prefix != "optimizer" else key] = value
-    optimizer = _join_optimizer(groups["optimizer"], json.loads(metadata["optimizer"])) if "optimizer" in metadata else None
+    optimizer = _join_optimizer(groups["optimizer"], json.loads(metadata["optimizer"])) if "optimizer" in metadata and read_tensors else None
     scheduler = json.loads(metadata["scheduler"]) if "scheduler" in metadata else None
     scaler = json.loads(metadata["grad_scaler"]) if "grad_scaler" in metadata else None
     try:  # checkpoints from before data specs were stored describe a fixed torchvision release

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from imgflow.checkpoint import CheckpointError, load_checkpoint, load_weights_into
+from imgflow.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_into
 from imgflow.config import ConfigError
 from imgflow.data import DataSpec, ImageData, data_identity, load_dataset
 from imgflow.data.folder import RESIDENT_BYTES, default_cache_dir
@@ -131,7 +131,12 @@ def load_autoencoder(where: str | Path, device: torch.device | str = "cpu") -> L
         ckpt = load_checkpoint(where)
     except CheckpointError as exc:
         raise CheckpointError(f"data.autoencoder: {exc}") from None
-    record = ckpt.record
+    return codec_from_checkpoint(ckpt, device)
+
+
+def codec_from_checkpoint(ckpt: Checkpoint, device: torch.device | str = "cpu") -> LatentCodec:
+    """The autoencoder of a loaded checkpoint (EMA weights) as a codec with shift 0 and scale 1."""
+    where, record = ckpt.path, ckpt.record
     if record is None or backbone(record.arch).kind != "autoencoder":
         raise CheckpointError(f"data.autoencoder = {where} is a checkpoint of a {record.arch if record else 'unknown'} model, "
                               "not of an autoencoder; train one with configs/vae_mnist.toml (model.arch = 'autoencoder') and point at it")
@@ -143,10 +148,9 @@ def load_autoencoder(where: str | Path, device: torch.device | str = "cpu") -> L
 
 def latent_spec(image_spec: DataSpec, codec: LatentCodec) -> DataSpec:
     """The spec of the latents of images of `image_spec`: the latent shape, the images' classes and fingerprint, and in
-    `extra` the autoencoder's digest (resuming compares it) and the image shape (the sampler decodes to it)."""
+    `extra` the autoencoder's digest (resuming compares it). The decoded shape is the autoencoder's own (its record)."""
     c, h, _ = codec.latent_shape
-    return DataSpec(image_spec.dataset, c, h, image_spec.class_names, image_spec.fingerprint,
-                    {"autoencoder_digest": codec.digest, "image_shape": list(image_spec.shape)})
+    return DataSpec(image_spec.dataset, c, h, image_spec.class_names, image_spec.fingerprint, {"autoencoder_digest": codec.digest})
 
 
 def check_codec_size(codec: LatentCodec, image_size: int, where: str) -> None:
@@ -195,11 +199,6 @@ def encoded_batches(codec: LatentCodec, data: ImageData, batch_size: int = ENCOD
     for start in progress_bar(starts, enabled=progress, desc="encoding", unit="batch", leave=False, mininterval=1.0, delay=2.0):
         x, _ = data.batch(torch.arange(start, min(start + batch_size, len(data))), "cpu")
         yield raw.encode(x).float().cpu()
-
-
-def encode_images(codec: LatentCodec, data: ImageData, batch_size: int = ENCODE_BATCH, progress: bool = False) -> Tensor:
-    """(N, c, h, w) float32 posterior means of every image of `data` (unscaled: shift 0, scale 1), on the CPU."""
-    return torch.cat(list(encoded_batches(codec, data, batch_size, progress)))
 
 
 def content_identity(data: ImageData) -> dict[str, str]:
@@ -328,13 +327,11 @@ def reconstructions(autoencoder: nn.Module, images: Tensor, batch_size: int = EN
     return torch.cat(out)
 
 
-def reconstruction_grid_png(autoencoder: nn.Module, images: Tensor, nrow: int = 8) -> bytes:
-    """PNG bytes of the images (rows of nrow) above their reconstructions, with a blank row between the two blocks."""
+def reconstruction_grid_png(images: Tensor, reconstructed: Tensor, nrow: int = 8) -> bytes:
+    """PNG bytes of the images (rows of nrow) above their reconstructions (`reconstructions`), a blank row between."""
     from imgflow.sampler import image_grid_png
 
     n = images.shape[0]
     rows = -(-n // nrow)
     blank = torch.full((rows * nrow - n + nrow, *images.shape[1:]), -1.0)
-    originals = images.float().cpu().clamp(-1, 1)
-    recon = reconstructions(autoencoder, images)
-    return image_grid_png(torch.cat([originals, blank, recon]), nrow)
+    return image_grid_png(torch.cat([images.float().cpu().clamp(-1, 1), blank, reconstructed.float().cpu()]), nrow)

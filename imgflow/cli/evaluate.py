@@ -35,7 +35,7 @@ def is_autoencoder_checkpoint(where: str) -> bool:
     from imgflow.checkpoint import load_checkpoint
     from imgflow.nn.backbones import backbone
 
-    record = load_checkpoint(where).record
+    record = load_checkpoint(where, read_tensors=False).record
     return record is not None and backbone(record.arch).kind == "autoencoder"
 
 
@@ -87,11 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                       device=args.device or "cpu", baseline=not args.no_baseline, figure=args.reconstructions,
                                       log=None if args.quiet else say)
         print("\n".join(report.lines()))
-        for path in (args.json, args.reconstructions):
-            if path == args.json and path:
-                write_json(path, report.to_dict())
-            if path:
-                print(f"wrote {path}")
+        if args.json:
+            write_json(args.json, report.to_dict())
+        for path in filter(None, (args.json, args.reconstructions)):
+            print(f"wrote {path}")
         return 0
     nll = NLLSettings(args.bpd_images, args.bpd_solver, args.bpd_tol, args.bpd_steps, args.bpd_grid_power, args.bpd_probes, args.bpd_label)
     report = evaluate_checkpoint(

@@ -24,7 +24,7 @@ from imgflow.config import ConfigError
 from imgflow.data import load_dataset, to_model_input
 from imgflow.evaluation.judge import REFERENCE_SPLIT, Judge
 from imgflow.files import atomic_write_bytes
-from imgflow.latents import check_codec_fits, load_autoencoder, reconstruction_grid_png, reconstructions
+from imgflow.latents import check_codec_fits, codec_from_checkpoint, reconstruction_grid_png, reconstructions
 
 
 def psnr(reconstruction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:
@@ -71,8 +71,8 @@ def evaluate_autoencoder(checkpoint: str | Path, classifier: str | Path | None =
     if num < 2:
         raise ConfigError(f"num must be >= 2, got {num}")
     say = log or (lambda _m: None)
-    codec = load_autoencoder(checkpoint, device)
     ckpt = load_checkpoint(checkpoint)
+    codec = codec_from_checkpoint(ckpt, device)
     data = copy.deepcopy(ckpt.config.data)
     for key, value in (data_overrides or {}).items():
         setattr(data, key, value)
@@ -84,7 +84,7 @@ def evaluate_autoencoder(checkpoint: str | Path, classifier: str | Path | None =
     recon = reconstructions(codec.autoencoder, images)
     values = psnr(recon, images)
     if figure is not None:
-        atomic_write_bytes(Path(figure), reconstruction_grid_png(codec.autoencoder, images[:16]))
+        atomic_write_bytes(Path(figure), reconstruction_grid_png(images[:16], recon[:16]))
     mse = float((recon - images).flatten(1).square().mean())
     rfid = floor = None
     if classifier is not None:

@@ -60,7 +60,7 @@ def image_nll(
     shrinks towards the data end (`grid_power`). See imgflow.core.likelihood for the dequantisation,
     the formula and why uniform steps fail here.
     """
-    if getattr(sampler, "codec", None) is not None:
+    if sampler.codec is not None:
         raise ConfigError("bits/dim needs a pixel-space model: a latent model's likelihood is of its latents, not of the images "
                           "(skip it: --bpd-images 0)")
     if label_mode not in ("null", "true"):

@@ -47,6 +47,7 @@ from imgflow.latents import (
     load_autoencoder,
     load_training_data,
     reconstruction_grid_png,
+    reconstructions,
 )
 from imgflow.nn import count_parameters
 from imgflow.run_folder import RunLock, check_resume_compatible, check_writable, checkpoint_to_resume, make_run_dir
@@ -277,7 +278,8 @@ class Trainer:
         if self.is_autoencoder:
             net = self.ema.module if self.ema is not None else self.model
             rows = torch.arange(min(max(s.num_images // 2, 1), len(self.data)))
-            atomic_write_bytes(out, reconstruction_grid_png(net, self.data.batch(rows.to(self.data.images.device))[0]))
+            originals = self.data.batch(rows.to(self.data.images.device))[0]
+            atomic_write_bytes(out, reconstruction_grid_png(originals, reconstructions(net, originals)))
             return out
         samples = self.sampler().sample(s.num_images, seed=s.seed)
         return samples.save_grid(out)
