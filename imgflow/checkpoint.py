@@ -64,6 +64,7 @@ class Checkpoint:
     record: ModelRecord | None = None
     config_json: str = ""
     autoencoder: dict[str, Tensor] = field(default_factory=dict)
+    extra_ema: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # "ema@<decay>" -> weights (train.extra_ema_decays)
 
     def training_config(self) -> RunConfig:
         """The run configuration, validated as a new run's would be (for resuming): a CheckpointError if it no longer is."""
@@ -73,11 +74,27 @@ class Checkpoint:
             raise CheckpointError(f"cannot resume from {self.path}: its training config is not valid in this version ({exc}); "
                                   "sample from it, or start a new run.output_dir") from None
 
+    @property
+    def weight_choices(self) -> tuple[str, ...]:
+        """The names `weights` takes: 'ema', 'raw' and one 'ema@<decay>' per extra EMA the run kept."""
+        return ("ema", "raw", *sorted(self.extra_ema))
+
     def weights(self, which: str = "ema") -> dict[str, Tensor]:
-        """The 'ema' weights (falling back to raw ones when the run kept no EMA) or the 'raw' ones."""
-        if which not in ("ema", "raw"):
-            raise ValueError(f"weights must be 'ema' or 'raw', got {which!r}")
+        """The 'ema' weights (falling back to raw ones when the run kept no EMA), the 'raw' ones, or an extra EMA 'ema@<decay>'."""
+        if which not in self.weight_choices:
+            raise ValueError(f"weights must be one of {', '.join(self.weight_choices)} for {self.path.name}, got {which!r}")
+        if which in self.extra_ema:
+            return self.extra_ema[which]
         return self.ema if which == "ema" and self.ema else self.model
+
+
+def extra_ema_name(decay: float) -> str:
+    """The name an extra EMA of decay d goes by (weights='ema@0.99'); its tensors are stored as 'ema@0_99.<key>'."""
+    return f"ema@{decay:g}"
+
+
+def _group_of(name: str) -> str:
+    return name.replace(".", "_")
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -122,12 +139,15 @@ def save_checkpoint(
     grad_scaler_state: dict[str, Any] | None = None,
     record: ModelRecord | None = None,
     autoencoder_state: dict[str, Tensor] | None = None,
+    extra_ema_states: dict[str, dict[str, Tensor]] | None = None,
 ) -> Path:
     """Write ckpt-<step>.safetensors atomically, point `latest` at it, prune to keep_last (0 = keep all)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model_state.items()}
     tensors.update({f"ema.{k}": v for k, v in (ema_state or {}).items()})
     tensors.update({f"autoencoder.{k}": v for k, v in (autoencoder_state or {}).items()})
+    for name, state in (extra_ema_states or {}).items():
+        tensors.update({f"{_group_of(name)}.{k}": v for k, v in state.items()})
     metadata = {**(extra_metadata or {}), "format": FORMAT, "config": config.to_json(), "step": str(step)}
     if spec is not None:
         metadata["data_spec"] = spec.to_json()
@@ -238,8 +258,9 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
         raise CheckpointError(f"{path} has no valid model record ({exc}); it cannot be rebuilt") from None
     known = ("format", "config", "step", "optimizer", "scheduler", "data_spec", "grad_scaler", "model_record")
     extra = {k: v for k, v in metadata.items() if k not in known}
+    extra_ema = {name.replace("_", "."): weights for name, weights in groups.items() if name.startswith("ema@")}
     return Checkpoint(path, config, int(metadata.get("step", 0)), groups["model"], groups["ema"], optimizer, scheduler, extra,
-                      spec, scaler, record, metadata["config"], groups["autoencoder"])
+                      spec, scaler, record, metadata["config"], groups["autoencoder"], extra_ema)
 
 
 def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path: Path | str) -> None:

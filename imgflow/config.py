@@ -113,6 +113,7 @@ class FlowSection(VariantSection):
 class TrainSection:
 
     steps: int = 10_000
+    init_from: str = ""  # start from this checkpoint's weights (file or run folder; a flow map from a velocity model); "" = from scratch
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
     batch_size: int = 128  # global batch per optimiser step (all processes x accumulation)
     grad_accum: int = 1
@@ -123,6 +124,8 @@ class TrainSection:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # 0 = off
     ema_decay: float = 0.999  # 0 = no EMA
+    extra_ema_decays: tuple[float, ...] = ()  # more EMAs kept side by side (sample one with weights = "ema@0.99")
+    ema_warmup: bool = True  # every EMA's decay is min(decay, (1 + n) / (10 + n)) at update n
     on_nonfinite: str = "stop"  # stop | skip
     channels_last: bool = False
     compile: bool = False
@@ -135,7 +138,7 @@ class TrainSection:
 
 @dataclass
 class SampleSection:
-    solver: str = "euler"  # euler | midpoint | heun | rk4 | adaptive | euler_maruyama | flow_map
+    solver: str = "euler"  # euler | midpoint | heun | rk4 | adaptive | euler_maruyama | flow_map | consistency
     num_steps: int = 50
     time_grid: str = "auto"  # auto (the solver's default) | uniform | late (denser near t = 1)
     guidance_scale: float = 1.0
@@ -294,6 +297,10 @@ def coerce(value: Any, annotation: Any, key: str, source: str) -> Any:
             return value
         raise ConfigError(f"{where} must be a string, got {type(value).__name__} {value!r}")
     if typing.get_origin(annotation) is tuple:
+        if typing.get_args(annotation)[0] is float:
+            if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                return tuple(float(v) for v in value)
+            raise ConfigError(f"{where} must be a list of numbers like [0.99, 0.995], got {value!r}")
         if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return tuple(value)
         raise ConfigError(f"{where} must be a list of integers like [1, 2, 2], got {value!r}")
@@ -496,6 +503,9 @@ def validate(cfg: RunConfig) -> None:
     need(train.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {train.warmup_steps}")
     need(train.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {train.max_minutes}")
     need(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0 = off), got {train.ema_decay}")
+    need(all(0.0 < d < 1.0 for d in train.extra_ema_decays) and len(set(train.extra_ema_decays)) == len(train.extra_ema_decays)
+         and train.ema_decay not in train.extra_ema_decays,
+         f"train.extra_ema_decays must be distinct decays in (0, 1), other than train.ema_decay, got {list(train.extra_ema_decays)}")
     need(train.grad_clip >= 0, f"train.grad_clip must be >= 0 (0 = off), got {train.grad_clip}")
     need(0.0 <= train.adam_beta1 < 1.0 and 0.0 <= train.adam_beta2 < 1.0, "train.adam_beta1/adam_beta2 must be in [0, 1)")
     need(train.weight_decay >= 0, f"train.weight_decay must be >= 0, got {train.weight_decay}")

@@ -207,7 +207,8 @@ class Sampler:
 
     @classmethod
     def from_checkpoint(cls, where: str | Path, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
-        """Rebuild the model a checkpoint (file or run folder) describes, with its EMA (or 'raw') weights."""
+        """Rebuild the model a checkpoint (file or run folder) describes, with its EMA ('raw': the trained weights;
+        'ema@0.99': an extra EMA the run kept, train.extra_ema_decays)."""
         from imgflow.checkpoint import load_checkpoint
 
         return cls.from_loaded(load_checkpoint(where), weights, device)
@@ -218,8 +219,8 @@ class Sampler:
         from imgflow.checkpoint import load_weights_into
         from imgflow.nn.backbones import backbone
 
-        if weights not in ("ema", "raw"):
-            raise ConfigError(f"weights must be 'ema' or 'raw', got {weights!r}")
+        if weights not in ckpt.weight_choices:
+            raise ConfigError(f"weights must be one of {', '.join(ckpt.weight_choices)} for {ckpt.path}, got {weights!r}")
         if backbone(ckpt.record.arch).kind == "autoencoder":
             raise ConfigError(f"{ckpt.path} is an autoencoder, which does not sample: train a latent model on it (data.autoencoder = "
                               f"{str(ckpt.path.parent)!r}) and sample that, or look at its reconstructions (imgflow.latents)")
@@ -329,7 +330,7 @@ class Sampler:
             net = ClassifierFreeGuidance(self.model, y, settings.guidance, null_label=self.record.null_label)
         info = solver_info(settings.solver)
         if info.flow_map:
-            return FlowMap(lambda x, t, r: net(x, t, r=r)), {}
+            return FlowMap(lambda x, t, r: net(x, t, r=r), self.path.schedule), ({"noise": PerSampleBrownian(seed, idx)} if info.stochastic else {})
         field = ModelField(net, self.record.prediction, self.path.schedule)
         if info.stochastic:
             return InterpolantSDE(field, self.path.schedule, settings.sde_epsilon), {"noise": PerSampleBrownian(seed, idx)}

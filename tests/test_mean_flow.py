@@ -12,9 +12,9 @@ from imgflow.core.mean_flow import (
     average_velocity_and_derivative,
     guided_velocity,
     mean_flow_loss,
-    sample_time_pairs,
     trained_guidance,
 )
+from imgflow.core.time_sampling import sample_time_pairs
 from imgflow.nn import UNet
 from imgflow.sampler import Sampler
 from imgflow.training.trainer import Trainer
@@ -73,14 +73,17 @@ def test_at_r_equal_t_the_loss_is_flow_matching():
     fm = flow_matching_loss(lambda x, tt: flow_map(x, tt), path, data, t, noise=noise)
     assert torch.allclose(mf, fm)
     weighted, raw = mean_flow_loss(flow_map, path, data, t, t, noise=noise, adaptive_p=1.0, per_sample=True)
-    assert torch.allclose(weighted, raw / (raw + 1e-3)) and torch.allclose(raw.mean(), fm)
+    squares_sum = 2 * raw  # the mean over D = 2 dimensions; the paper's weight 1 / (S + 1e-3) is on the sum S
+    assert torch.allclose(weighted, squares_sum / (squares_sum + 1e-3)) and torch.allclose(raw.mean(), fm)
+    summed, _ = mean_flow_loss(flow_map, path, data, t, t, noise=noise, adaptive_p=1.0, reduction="sum", per_sample=True)
+    assert torch.allclose(summed, weighted)  # p = 1: one objective whatever the reduction reports
 
 
-def test_time_pairs_are_ordered_and_a_fraction_is_equal():
-    t, r = sample_time_pairs(100_000, mean=0.4, std=1.0, equal_fraction=0.75, generator=torch.Generator().manual_seed(0))
+def test_time_pairs_are_ordered_and_the_first_rows_are_equal():
+    n = 100_000
+    t, r = sample_time_pairs(n, "sorted", mean=0.4, std=1.0, equal_fraction=0.75, generator=torch.Generator().manual_seed(0))
     assert bool((t <= r).all()) and bool(((t >= 0) & (r <= 1)).all())
-    equal = (t == r).double().mean().item()
-    assert abs(equal - 0.75) < 5 * math.sqrt(0.75 * 0.25 / 100_000)
+    assert bool((t[:75_000] == r[:75_000]).all()) and bool((t[75_000:] < r[75_000:]).all())  # continuous draws never tie
 
 
 def test_guidance_folds_the_models_velocity_into_the_target():
@@ -124,14 +127,15 @@ def mean_flow_config(tmp_path, **overrides):
 
 def test_mean_flow_trains_and_samples_in_one_step(tmp_path):
     data = blob_images(64)
-    cfg = mean_flow_config(tmp_path / "run", **{"train.steps": 40, "train.checkpoint_every": 40})
+    cfg = mean_flow_config(tmp_path / "run", **{"train.steps": 40, "train.checkpoint_every": 40, "model.unet.time_scale": 50.0})
     trainer = Trainer(cfg, data=data)
     trainer.run(progress=False)
     from imgflow.training.metrics_log import read_metrics
 
     losses = [m["loss"] for m in read_metrics(tmp_path / "run")]
-    # the squared error to the (moving) target falls: 0.73x over these 40 steps (fixed seeds); a broken loss does not
-    assert all(math.isfinite(v) for v in losses) and losses[-1] < 0.85 * losses[0]
+    # the squared error to the (moving) target falls: the last 4 log windows average 0.51x the first 4 (fixed seeds,
+    # the shipped time scale 50; with DDPM's 1000 the du/dt term makes single windows jump 2-3x); a broken loss does not
+    assert all(math.isfinite(v) for v in losses) and sum(losses[-4:]) < 0.7 * sum(losses[:4])
     sampler = Sampler.from_checkpoint(tmp_path / "run", device="cpu")
     assert sampler.flow_map and sampler.trained_guidance == 1.5
     one = sampler.sample(10, steps=1)

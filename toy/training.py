@@ -19,8 +19,9 @@ from imgflow.core import (
     interpolant_loss,
     score_matching_loss,
 )
-from imgflow.core.mean_flow import mean_flow_loss, sample_time_pairs
+from imgflow.core.mean_flow import mean_flow_loss
 from imgflow.core.progress import progress_bar
+from imgflow.core.time_sampling import sample_time_pairs
 
 __all__ = ["train", "train_flow_matching", "train_interpolant", "train_mean_flow", "train_score_matching"]
 
@@ -124,9 +125,10 @@ def train_mean_flow(model: nn.Module, path: InterpolantPath, *, time_mean: float
     kwargs.setdefault("desc", "mean flow")
 
     def loss_fn(model: nn.Module, path: InterpolantPath, data: Tensor, t: Tensor, r: Tensor) -> Tensor:
-        return mean_flow_loss(model, path, data, t, r, reduction="sum", adaptive_p=adaptive_p)
+        return mean_flow_loss(model, path, data, t, r, reduction="sum", adaptive_p=adaptive_p,
+                              num_equal=round(equal_fraction * data.shape[0]))
 
     def draw(n: int) -> tuple[Tensor, Tensor]:
-        return sample_time_pairs(n, mean=time_mean, std=time_std, equal_fraction=equal_fraction)
+        return sample_time_pairs(n, "sorted", mean=time_mean, std=time_std, equal_fraction=equal_fraction)
 
     return train(model, loss_fn, path, draw_times=draw, **kwargs)

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reconstructions", help="an autoencoder: write 16 held-out images above their reconstructions to this PNG")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=250)
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--weights", default="ema", help="ema, raw, or an extra EMA such as ema@0.99 (train.extra_ema_decays)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_runtime_arguments(p)
     args = p.parse_args(argv)

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--sde-epsilon", type=float, help="noise level epsilon of the Euler-Maruyama sampler")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--weights", default="ema", help="ema, raw, or an extra EMA such as ema@0.99 (train.extra_ema_decays)")
     p.add_argument("--raw", help="also save the samples (in [-1, 1]) and labels to this .safetensors file")
     add_runtime_arguments(p)
     args = p.parse_args(argv)

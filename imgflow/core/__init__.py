@@ -50,6 +50,6 @@ from imgflow.core.solvers import (
     solver_info,
 )
 from imgflow.core.time_grids import TIME_GRIDS, named_time_grid, power_time_grid, uniform_time_grid
-from imgflow.core.time_sampling import TIME_SAMPLINGS, sample_times
+from imgflow.core.time_sampling import TIME_PAIR_SAMPLERS, TIME_SAMPLINGS, sample_time_pairs, sample_times
 
 __all__ = [name for name in dir() if not name.startswith("_")]

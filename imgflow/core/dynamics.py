@@ -61,8 +61,9 @@ class FlowMap(ODE):
     makes a FlowMap an ordinary ODE for every other solver.
     """
 
-    def __init__(self, average_velocity: AverageVelocity) -> None:
+    def __init__(self, average_velocity: AverageVelocity, schedule: Schedule | None = None) -> None:
         self.field = average_velocity
+        self.schedule = schedule  # the path x_t = alpha_t data + beta_t noise it was trained on (re-noising samplers need it)
         self.singular_times = tuple(getattr(average_velocity, "singular_times", ()))
 
     def average_velocity(self, x: Tensor, t: Tensor, r: Tensor) -> Tensor:

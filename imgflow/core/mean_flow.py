@@ -34,9 +34,18 @@ that keep their label c, the velocity is the guided one,
 dropped keep v_c. The model then draws, in one step and without guidance at sampling time, what a
 velocity model guided with w = omega / (1 - kappa) would: `trained_guidance(omega, kappa)`.
 
-The loss per sample is the squared error (reduced as the other losses), reweighted adaptively by
-1 / (error + eps)^p with the weight held fixed (p = 0: plain squared error; p = 1 normalises every
-sample's error; the paper's best, 1 on ImageNet and 0.75 on CIFAR-10).
+The loss per sample is the squared error e (reduced as the other losses), reweighted adaptively by
+w = 1 / (e + eps)^p with the weight held fixed (p = 0: plain squared error; p = 1 normalises every
+sample's error; the paper's best, 1 on ImageNet and 0.75 on CIFAR-10). The paper's eps = 1e-3 is
+meant for the per-sample sum of squares S; with a mean over D dimensions (e = S / D) the weight uses
+eps / D, so e w = D^(p - 1) S / (S + eps)^p: the sum's objective times a constant (equal for p = 1),
+whatever `reduction` reports. One objective under one name for the toy (sum) and the images (mean).
+
+Cheaper steps: rows with r = t need no JVP (their target is v), so a batch whose first `num_equal`
+rows have r = t sends only the others through forward-mode AD. A coefficient c on the derivative term,
+u_tgt = v + c (r - t) du/dt, anneals from trajectory flow matching (c = 0: every u(x, t, r) regresses
+onto the instantaneous velocity, no JVP at all) to MeanFlow (c = 1), the schedule of alpha-Flow's
+curriculum in this parametrisation.
 """
 
 from __future__ import annotations
@@ -60,24 +69,6 @@ AverageVelocity = Callable[[Tensor, Tensor, Tensor], Tensor]
 def trained_guidance(omega: float, kappa: float = 0.0) -> float:
     """The guidance scale w a model trained with (omega, kappa) samples like: omega / (1 - kappa)."""
     return omega / (1.0 - kappa)
-
-
-def sample_time_pairs(n: int, *, mean: float = 0.4, std: float = 1.0, equal_fraction: float = 0.75,
-                      generator: torch.Generator | None = None, device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """(t, r), each (n,), with 0 <= t <= r <= 1: two logit-normal draws sorted, and r = t for a fraction of samples.
-
-    The paper samples both times from logit-normal(-0.4, 1) in its convention (t = 1 noise) and keeps
-    r != t for 25 % of samples on ImageNet; mirrored into ours (t = 0 noise) that is mean +0.4.
-    std = 0 draws both times uniformly on [0, 1] instead.
-    """
-    if std == 0:
-        a, b = torch.rand(n, generator=generator, device=device), torch.rand(n, generator=generator, device=device)
-    else:
-        a = torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
-        b = torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
-    t, r = torch.minimum(a, b), torch.maximum(a, b)
-    equal = torch.rand(n, generator=generator, device=device) < equal_fraction
-    return t, torch.where(equal, t, r)
 
 
 @dataclass
@@ -118,15 +109,46 @@ def average_velocity_and_derivative(model: Callable[..., Tensor], x: Tensor, t: 
     """(u(x, t, r), du/dt along (velocity, 1, 0)) for model(x, t, r=r, **model_kwargs).
 
     One forward-mode pass (imgflow.core.jvp): the primal u carries the gradient. A model object that
-    must produce its prediction another way (the trainer's handle on a DistributedDataParallel
-    wrapper, whose own forward carries the gradient synchronisation) provides a method of this name
-    and is asked instead.
+    computes du/dt another way (the toy's MLP, by hand) provides a method of this name and is asked instead.
     """
     own = getattr(model, "average_velocity_and_derivative", None)
     if own is not None:
         return own(x, t, r, velocity, **model_kwargs)
     return jvp(lambda xx, tt, rr: model(xx, tt, r=rr, **model_kwargs), (x, t, r),
                (velocity, torch.ones_like(t), torch.zeros_like(r)))
+
+
+def rows(kwargs: dict[str, Any], part: slice) -> dict[str, Any]:
+    """The model inputs of rows `part`: every tensor argument sliced along the batch."""
+    return {k: v[part] if isinstance(v, Tensor) else v for k, v in kwargs.items()}
+
+
+def flow_map_outputs(model: Callable[..., Tensor], x: Tensor, t: Tensor, r: Tensor, velocity: Tensor, num_equal: int = 0,
+                     **model_kwargs: Any) -> tuple[Tensor, Tensor]:
+    """(u(x, t, r) for all B rows with gradient, du/dt for rows [num_equal:] only): rows [:num_equal] have r = t
+    and are one ordinary forward pass, the rest one JVP (`average_velocity_and_derivative`).
+
+    A model object that must produce its prediction another way (the trainer's handle on a
+    DistributedDataParallel wrapper: one forward pass through the wrapper, whose hooks synchronise the
+    gradients) provides a method of this name and is asked instead.
+    """
+    own = getattr(model, "flow_map_outputs", None)
+    if own is not None:
+        return own(x, t, r, velocity, num_equal, **model_kwargs)
+    k = num_equal
+    if k <= 0:
+        return average_velocity_and_derivative(model, x, t, r, velocity, **model_kwargs)
+    head, tail = slice(0, k), slice(k, None)
+    u_equal = model(x[head], t[head], r=t[head], **rows(model_kwargs, head))
+    u_jump, du_dt = average_velocity_and_derivative(model, x[tail], t[tail], r[tail], velocity[tail], **rows(model_kwargs, tail))
+    return torch.cat([u_equal, u_jump]), du_dt
+
+
+def adaptive_weight(error: Tensor, p: float, eps: float = 1e-3) -> Tensor:
+    """1 / (error + eps)^p, held fixed (no gradient): (B,) -> (B,); p = 0 gives ones."""
+    if not p:
+        return torch.ones_like(error)
+    return 1.0 / (error.detach() + eps) ** p
 
 
 def mean_flow_loss(
@@ -142,13 +164,18 @@ def mean_flow_loss(
     reduction: Reduction = "mean",
     adaptive_p: float = 1.0,
     adaptive_eps: float = 1e-3,
+    num_equal: int = 0,
+    derivative_scale: float = 1.0,
     per_sample: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The MeanFlow objective: || u_theta(x_t, t, r) - sg(v + (r - t) du/dt) ||^2, adaptively weighted.
+    """The MeanFlow objective: || u_theta(x_t, t, r) - sg(v + c (r - t) du/dt) ||^2, adaptively weighted.
 
     model(x, t, r=r, **model_kwargs) predicts the average velocity, (B, ...); data, noise: (B, ...);
-    t <= r: (B,). Returns the batch mean of the weighted loss, or with per_sample=True the pair
-    (weighted (B,), unweighted squared error (B,)) for logging.
+    t <= r: (B,). num_equal: the first num_equal rows have r = t (they skip the JVP; their r is not
+    read). derivative_scale c: 1 is MeanFlow, 0 trajectory flow matching (no JVP). The error is reduced
+    by `reduction` and weighted by `adaptive_weight` with eps meant for the sum (module docstring).
+    Returns the batch mean of the weighted loss, or with per_sample=True the pair
+    (weighted (B,), unweighted reduced squared error (B,)) for logging.
     """
     kwargs = model_kwargs or {}
     noise = path.sample_source(data) if noise is None else noise
@@ -156,10 +183,18 @@ def mean_flow_loss(
     v = path.interpolant_velocity(data, noise, t)
     if guidance is not None and guidance.active and "y" in kwargs:
         v = guided_velocity(lambda x, tt, y: model(x, tt, y=y, r=tt), x_t, t, v, kwargs["y"], guidance)
-    u, du_dt = average_velocity_and_derivative(model, x_t, t, r, v, **kwargs)
-    u_target = (v + expand_like(r - t, x_t) * du_dt).detach()
-    error = per_sample_reduce((u - u_target) ** 2, reduction)
-    weighted = error / (error.detach() + adaptive_eps) ** adaptive_p if adaptive_p else error
+    k = min(max(int(num_equal), 0), x_t.shape[0])
+    if derivative_scale == 0 or k == x_t.shape[0]:
+        u = model(x_t, t, r=r if k == 0 else torch.cat([t[:k], r[k:]]), **kwargs)
+        u_target = v.detach()
+    else:
+        u, du_dt = flow_map_outputs(model, x_t, t, r, v, k, **kwargs)
+        gap = expand_like((r - t)[k:], du_dt)
+        u_target = torch.cat([v[:k], v[k:] + derivative_scale * gap * du_dt]).detach()
+    squares = (u - u_target) ** 2
+    error = per_sample_reduce(squares, reduction)
+    per_dim = squares[0].numel() if reduction == "mean" else 1  # error = sum of squares / per_dim
+    weighted = error * adaptive_weight(error, adaptive_p, adaptive_eps / per_dim)
     if per_sample:
         return weighted, error.detach()
     return weighted.mean()

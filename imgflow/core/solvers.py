@@ -270,6 +270,52 @@ class FlowMapSolver(Solver):
         return x + h * self.dynamics.average_velocity(x, t.expand(batch), (t + h).expand(batch))
 
 
+class ConsistencySolver(Solver):
+    """Multi-step flow-map sampling with re-noising (the sampler of consistency models), 1 NFE per step.
+
+    On a grid t_0 < t_1 < ... < t_N = T: at each t_i jump straight to the end with the flow map,
+    x_hat = x + (T - t_i) u(x, t_i, T), then (unless t_{i+1} = T) put fresh noise back at the next
+    grid time along the path it was trained on, x_{t_{i+1}} = alpha(t_{i+1}) x_hat + beta(t_{i+1}) eps.
+    Unlike chained jumps (FlowMapSolver) every evaluation is a long jump to the data, the interval the
+    flow map trains most, and errors do not compound: each step restarts from the path's own
+    marginal at t_{i+1} (exactly so when x_hat is a data sample). The grid's interior times say how
+    much noise each step puts back. `noise` draws eps shaped like x (default: torch.randn with `generator`).
+    """
+
+    order = 1.0
+
+    def __init__(self, dynamics: FlowMap, progress: bool = False, generator: torch.Generator | None = None,
+                 noise: NoiseSource | None = None) -> None:
+        if not isinstance(dynamics, FlowMap) or dynamics.schedule is None:
+            raise TypeError("the consistency solver steps a FlowMap that knows its path's schedule: FlowMap(u, schedule)")
+        super().__init__(dynamics, progress)
+        self.generator = generator
+        self.noise = noise
+        self._end: Tensor | None = None
+        self._steps_left = 0
+
+    def _iterate(self, x: Tensor, ts: Tensor, keep: list[Tensor] | None) -> Tensor:
+        self._end = ts[-1].to(device=x.device, dtype=x.dtype)
+        self._steps_left = ts.numel() - 1
+        return super()._iterate(x, ts, keep)
+
+    def _draw(self, x: Tensor) -> Tensor:
+        if self.noise is not None:
+            return self.noise(x)
+        return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+
+    def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:
+        self.nfe += 1
+        self._steps_left -= 1
+        batch, end = x.shape[0], self._end
+        x_end = x + (end - t) * self.dynamics.average_velocity(x, t.expand(batch), end.expand(batch))
+        if self._steps_left == 0:
+            return x_end
+        schedule = self.dynamics.schedule
+        t_next = t + h
+        return schedule.alpha(t_next).to(x.dtype) * x_end + schedule.beta(t_next).to(x.dtype) * self._draw(x)
+
+
 @dataclass(frozen=True)
 class SolverInfo:
     """What a sampler needs to know about a solver, read off its class."""
@@ -320,6 +366,7 @@ SOLVERS: dict[str, SolverInfo] = {
         SolverInfo("adaptive", AdaptiveSolver, settings=("rtol", "atol")),
         SolverInfo("euler_maruyama", EulerMaruyamaSolver, stochastic=True),
         SolverInfo("flow_map", FlowMapSolver, flow_map=True),
+        SolverInfo("consistency", ConsistencySolver, stochastic=True, flow_map=True),
     )
 }
 
@@ -333,5 +380,5 @@ def solver_info(name: str) -> SolverInfo:
 
 
 def make_solver(name: str, dynamics: ODE | SDE, **kwargs) -> Solver:
-    """Build a solver by name (see SOLVERS): euler, midpoint, heun, rk4, adaptive, euler_maruyama, flow_map."""
+    """Build a solver by name (see SOLVERS): euler, midpoint, heun, rk4, adaptive, euler_maruyama, flow_map, consistency."""
     return solver_info(name).cls(dynamics, **kwargs)

@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
-from imgflow.core import LOSSES, GaussianPath, sample_times, schedule_from_name
-from imgflow.core.mean_flow import Guidance, mean_flow_loss, sample_time_pairs, trained_guidance
+from imgflow.core import LOSSES, TIME_PAIR_SAMPLERS, GaussianPath, sample_times, schedule_from_name
+from imgflow.core.mean_flow import Guidance, mean_flow_loss, trained_guidance
+from imgflow.core.time_sampling import sample_time_pairs, with_equal_rows
 from imgflow.core.vae import RECONSTRUCTIONS, vae_loss
 from imgflow.training.batches import MicroBatch
 
@@ -79,31 +80,77 @@ class FlowMatchingObjective:
         return loss, loss.detach()
 
 
+#: what a MeanFlow warm-up ramps (flow.mean_flow.anneal): the share of r != t rows, the du/dt coefficient, or both
+ANNEALS = ("share", "derivative", "both")
+
+
 @dataclass
 class MeanFlowOptions:
-    """[flow.mean_flow]: (t, r) are two sorted logit-normal draws (time_std 0: uniform), r = t for `equal_fraction`
-    of the samples; classifier-free guidance omega (`guidance`) with the model's own conditional velocity mixed in
-    at weight kappa (`guidance_mix`) is folded into the target (samples look guided like w = omega / (1 - kappa));
-    the loss weight is 1 / (error + eps)^adaptive_p (0 = plain squared error)."""
+    """[flow.mean_flow]: (t, r) pairs from `time_sampler` (imgflow.core.TIME_PAIR_SAMPLERS: "sorted" = two sorted
+    draws of logit-normal(time_mean, time_std), time_std 0 = uniform; "independent" = t ~ LN(time_mean, time_std),
+    r ~ LN(r_mean, r_std), ordered), a share `full_jump_fraction` of exact (0, 1) jumps, and r = t for `equal_fraction`
+    of each micro-batch (those rows skip the JVP); classifier-free guidance omega (`guidance`) with the model's own
+    conditional velocity mixed in at weight kappa (`guidance_mix`) is folded into the target (samples look guided like
+    w = omega / (1 - kappa)); the loss weight is 1 / (error + eps)^adaptive_p (0 = plain squared error).
 
+    Warm-up inside the run: the first `flow_matching_steps` steps train every row at r = t (flow matching at the
+    flow map's own time scale, no JVP, no guidance folded in: a flow-matching step's cost); over the next `anneal_steps` steps `anneal`
+    ramps linearly to MeanFlow: "share" the r != t share from 0 to 1 - equal_fraction, "derivative" the du/dt
+    coefficient c of the target v + c (r - t) du/dt from 0 to 1, "both" both."""
+
+    time_sampler: str = "sorted"
     time_mean: float = 0.4
     time_std: float = 1.0
+    r_mean: float = 2.0
+    r_std: float = 1.0
+    full_jump_fraction: float = 0.0
     equal_fraction: float = 0.75
     guidance: float = 1.0
     guidance_mix: float = 0.0
     adaptive_p: float = 1.0
+    flow_matching_steps: int = 0
+    anneal_steps: int = 0
+    anneal: str = "both"
 
     def validate(self) -> None:
-        if not 0.0 <= self.equal_fraction <= 1.0:
-            raise ValueError(f"equal_fraction must be in [0, 1], got {self.equal_fraction}")
-        if self.time_std < 0:
-            raise ValueError(f"time_std must be >= 0 (0 = uniform times), got {self.time_std}")
+        if self.time_sampler not in TIME_PAIR_SAMPLERS:
+            raise ValueError(f"time_sampler = {self.time_sampler!r} is not one of: {', '.join(TIME_PAIR_SAMPLERS)}")
+        for name in ("equal_fraction", "full_jump_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.time_std < 0 or self.r_std < 0:
+            raise ValueError(f"time_std and r_std must be >= 0 (0 = uniform times), got {self.time_std} and {self.r_std}")
         if not 0.0 <= self.guidance_mix < 1.0:
             raise ValueError(f"guidance_mix must be in [0, 1), got {self.guidance_mix}")
         if not (self.guidance > 0.0 and math.isfinite(self.guidance)):
             raise ValueError(f"guidance must be > 0 (1 = no guidance), got {self.guidance}")
         if self.adaptive_p < 0:
             raise ValueError(f"adaptive_p must be >= 0, got {self.adaptive_p}")
+        if self.flow_matching_steps < 0 or self.anneal_steps < 0:
+            raise ValueError(f"flow_matching_steps and anneal_steps must be >= 0, got {self.flow_matching_steps} and {self.anneal_steps}")
+        if self.anneal not in ANNEALS:
+            raise ValueError(f"anneal = {self.anneal!r} is not one of: {', '.join(ANNEALS)}")
+
+    def progress(self, step: int) -> float:
+        """How far the warm-up is at optimiser step `step` (0-based): 0 in the flow-matching phase, 1 from its end on."""
+        if step < self.flow_matching_steps:
+            return 0.0
+        if self.anneal_steps == 0:
+            return 1.0
+        return min(1.0, (step - self.flow_matching_steps + 1) / self.anneal_steps)
+
+    def equal_share(self, step: int) -> float:
+        """The share of rows trained at r = t in step `step`."""
+        ramped = self.anneal in ("share", "both")
+        p = self.progress(step)
+        if p == 0.0:
+            return 1.0
+        return 1.0 - (p if ramped else 1.0) * (1.0 - self.equal_fraction)
+
+    def derivative_scale(self, step: int) -> float:
+        """The coefficient of the du/dt term in step `step`."""
+        p = self.progress(step)
+        return p if self.anneal in ("derivative", "both") else float(p > 0)
 
 
 class MeanFlowObjective:
@@ -117,12 +164,17 @@ class MeanFlowObjective:
 
     def draw_times(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor | None]:
         o = self.options
-        return sample_time_pairs(n, mean=o.time_mean, std=o.time_std, equal_fraction=o.equal_fraction, generator=gen, device=device)
+        return sample_time_pairs(n, o.time_sampler, mean=o.time_mean, std=o.time_std, r_mean=o.r_mean, r_std=o.r_std,
+                                 full_jump_fraction=o.full_jump_fraction, generator=gen, device=device)
 
     def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, Tensor]:
-        return mean_flow_loss(model, self.path, batch.data, batch.times, batch.second_times, noise=batch.noise,
-                              model_kwargs=_labels(batch), guidance=self.guidance, reduction=self.cfg.flow.loss_reduction,
-                              adaptive_p=self.options.adaptive_p, per_sample=True)
+        o = self.options
+        num_equal = round(o.equal_share(batch.step) * batch.data.shape[0])  # the first rows of every micro-batch
+        r = with_equal_rows(batch.times, batch.second_times, num_equal)
+        guidance = self.guidance if o.progress(batch.step) > 0 else None  # the flow-matching phase trains plain v(x, t | c)
+        return mean_flow_loss(model, self.path, batch.data, batch.times, r, noise=batch.noise, model_kwargs=_labels(batch),
+                              guidance=guidance, reduction=self.cfg.flow.loss_reduction, adaptive_p=o.adaptive_p,
+                              num_equal=num_equal, derivative_scale=o.derivative_scale(batch.step), per_sample=True)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from imgflow.checkpoint import (
     Checkpoint,
     CheckpointError,
     CheckpointWriteError,
+    extra_ema_name,
     list_checkpoints,
     load_weights_into,
     remove_stale_temporaries,
@@ -60,6 +61,7 @@ from imgflow.training.metrics_log import MetricsLog, check_tracker_available, fl
 from imgflow.training.model_handle import TrainingModel
 from imgflow.training.objectives import build_objective, objective_entry
 from imgflow.training.optimizer import build_optimizer
+from imgflow.training.warm_start import warm_start
 
 #: equal-width bins of t in [0, 1] over which the metrics log keeps the mean loss
 TIME_BINS = 10
@@ -171,6 +173,9 @@ class Trainer:
         torch.manual_seed(derive_seed(cfg.run.seed, "init"))
         self.record = model_record(cfg, self.spec, self.codec.to_record() if self.codec is not None else None)
         self.model = network_for(self.record)
+        if train.init_from and ckpt is None:  # checked (and loaded) before the run folder is touched
+            source = warm_start(self.model, self.record, train.init_from)
+            acc.print(f"starting from the weights of {source} (train.init_from)")
         self.conditional = self.record.conditional
         self.null_label = self.record.null_label
         self.objective = build_objective(cfg, self.null_label)
@@ -203,7 +208,8 @@ class Trainer:
         if train.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.to(acc.device)
-        self.ema = EMA(self.model, train.ema_decay) if train.ema_decay > 0 else None
+        self.ema = EMA(self.model, train.ema_decay, train.ema_warmup) if train.ema_decay > 0 else None
+        self.extra_emas = {extra_ema_name(d): EMA(self.model, d, train.ema_warmup) for d in train.extra_ema_decays}
         self.optimizer = build_optimizer(self.model, train)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(train.warmup_steps))
         self.step = 0
@@ -224,6 +230,12 @@ class Trainer:
                 raise CheckpointError(f"{ckpt.path} holds no EMA weights but train.ema_decay > 0; resume with the run's own config")
             load_weights_into(self.ema.module, ckpt.ema, ckpt.path)
             self.ema.num_updates = int(ckpt.extra.get("ema_updates", ckpt.step))
+        for name, ema in self.extra_emas.items():
+            if name not in ckpt.extra_ema:
+                raise CheckpointError(f"{ckpt.path} holds no {name} weights but train.extra_ema_decays asks for them; resume with "
+                                      "the run's own config")
+            load_weights_into(ema.module, ckpt.extra_ema[name], ckpt.path)
+            ema.num_updates = int(ckpt.extra.get("ema_updates", ckpt.step))
         if ckpt.optimizer is None or ckpt.scheduler is None:
             raise CheckpointError(f"{ckpt.path} has no optimiser/scheduler state (a weights-only file?); resume needs a training checkpoint")
         self.optimizer.load_state_dict(ckpt.optimizer)
@@ -251,6 +263,7 @@ class Trainer:
                     keep_last=self.cfg.train.keep_last, extra_metadata=extra, spec=self.spec,
                     grad_scaler_state=scaler.state_dict() if scaler is not None else None, record=self.record,
                     autoencoder_state=self.codec.autoencoder.state_dict() if self.codec is not None else None,
+                    extra_ema_states={name: ema.module.state_dict() for name, ema in self.extra_emas.items()},
                 )
             except (OSError, SafetensorError) as exc:  # disk full, folder removed: the write was atomic, the old file stands
                 reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120]
@@ -332,6 +345,8 @@ class Trainer:
         if self.ema is not None:
             with record_function("step/ema"):
                 self.ema.update(self.model)
+                for ema in self.extra_emas.values():
+                    ema.update(self.model)
 
     # --- reading the device -------------------------------------------------------------------
     def _any_process(self, flag: Tensor) -> bool:
