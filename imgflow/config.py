@@ -124,8 +124,8 @@ class TrainSection:
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # 0 = off
     ema_decay: float = 0.999  # 0 = no EMA
-    extra_ema_decays: tuple[float, ...] = ()  # more EMAs kept side by side (sample one with weights = "ema@0.99")
-    ema_warmup: bool = True  # every EMA's decay is min(decay, (1 + n) / (10 + n)) at update n
+    ema_warmup: bool = True  # the EMA's decay is min(ema_decay, (1 + n) / (10 + n)) at update n
+    extra_ema_decays: tuple[float, ...] = ()  # plain EMAs (fixed decay, no warm-up) kept beside it; sample one with weights = "ema@0.99"
     on_nonfinite: str = "stop"  # stop | skip
     channels_last: bool = False
     compile: bool = False

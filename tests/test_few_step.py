@@ -235,3 +235,13 @@ def test_extra_emas_are_kept_side_by_side(tmp_path):
     assert any(not torch.allclose(slow[k], raw[k], atol=1e-4) for k in raw)
     with pytest.raises(ConfigError, match="weights must be one of ema, raw, ema@0.5, ema@1e-06"):
         Sampler.from_checkpoint(trainer.run_dir, weights="ema@0.9")
+
+
+def test_the_r_equal_t_rows_are_the_same_on_any_number_of_processes():
+    from imgflow.training.objectives import equal_rows
+
+    one = equal_rows(0, 64, 0.25)
+    halves = equal_rows(0, 32, 0.25) + [32 + j for j in equal_rows(32, 32, 0.25)]
+    quarters = [16 * q + j for q in range(4) for j in equal_rows(16 * q, 16, 0.25)]
+    assert len(one) == 16 and one == halves == quarters
+    assert equal_rows(0, 10, 1.0) == list(range(10)) and equal_rows(0, 10, 0.0) == []

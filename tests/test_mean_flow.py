@@ -156,6 +156,12 @@ def test_mean_flow_config_errors():
                                 ("flow.mean_flow.guidance", 0.0, "must be > 0 .1 = no guidance., got 0.0"),
                                 ("flow.mean_flow.time_std", -1.0, "must be >= 0 .0 = uniform times."),
                                 ("flow.mean_flow.equal_fraction", 1.5, r"must be in \[0, 1\], got 1.5"),
+                                ("flow.mean_flow.full_jump_fraction", -0.1, r"full_jump_fraction must be in \[0, 1\], got -0.1"),
+                                ("flow.mean_flow.time_sampler", "normal", "time_sampler = 'normal' is not one of: sorted, independent"),
+                                ("flow.mean_flow.anneal", "alpha", "anneal = 'alpha' is not one of: share, derivative, both"),
+                                ("flow.mean_flow.anneal_steps", -5, "flow_matching_steps and anneal_steps must be >= 0"),
+                                ("train.extra_ema_decays", [0.999], "distinct decays in .0, 1., other than train.ema_decay"),
+                                ("train.extra_ema_decays", [1.5], "distinct decays in .0, 1."),
                                 ("flow.prediction", "noise", "set flow.prediction = 'velocity'")):
         with pytest.raises(ConfigError, match=message):
             load_config(None, {**mean_flow, key: value})

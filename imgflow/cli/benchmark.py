@@ -31,18 +31,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true", help="profile the first config and batch (fp32) instead")
     p.add_argument("--profile-steps", type=int, default=5)
     p.add_argument("--out", default="outputs/benchmarks/images.json")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every config, e.g. flow.mean_flow.equal_fraction=0.75")
     add_runtime_arguments(p, device=False)
     args = p.parse_args(argv)
     apply_runtime_arguments(args)
 
     import tempfile
 
+    from imgflow.config import ConfigError, parse_literal
     from imgflow.experiments.benchmark import benchmark_images, format_tables, machine_info, make_trainer, profile_training
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set must be KEY=VALUE like train.lr=2e-3, got {item!r}")
+        overrides[key] = parse_literal(value)
     from imgflow.files import write_json
 
     if args.profile:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = make_trainer(args.configs[0], args.batches[0], "fp32", args.channels_last[0] == "on", False, Path(tmp))
+            trainer = make_trainer(args.configs[0], args.batches[0], "fp32", args.channels_last[0] == "on", False, Path(tmp), overrides)
             phases, table = profile_training(trainer, args.profile_steps)
             trainer.lock.release()
         print("| phase | ms/step | share of wall |\n|---|---:|---:|")
@@ -52,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         rows = benchmark_images(args.configs, args.batches, args.precisions, [c == "on" for c in args.channels_last],
                                 [c == "on" for c in args.compile], args.warmup, args.repeats, args.sample_nfe, args.sample_images,
-                                log=say)
+                                overrides=overrides, log=say)
         print(format_tables(rows))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,15 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 RANDOM_DATA = {"data.folder.path": "(random pixels)"}
 
 
+def _random_data(config: Path) -> dict[str, Any]:
+    """The override that lets a folder config load without its folder (the benchmark feeds random pixels); {} otherwise."""
+    import tomllib
+
+    with open(config, "rb") as fh:
+        dataset = tomllib.load(fh).get("data", {}).get("dataset")
+    return RANDOM_DATA if dataset == "folder" else {}
+
+
 def resolve_config(name: str | Path) -> Path:
     """A TOML path, or the name of a shipped config (configs/<name>.toml)."""
     path = Path(name)
@@ -64,7 +73,7 @@ def make_trainer(config: str | Path, batch: int, precision: str, channels_last: 
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no" if precision == "fp32" else precision)
     tag = f"{Path(config).stem}-{batch}-{precision}-{channels_last}-{compile_}-{len(list(workdir.iterdir()))}"
     cfg = load_config(resolve_config(config), {
-        **RANDOM_DATA, **(overrides or {}), "run.output_dir": str(workdir / tag), "train.batch_size": batch,
+        **_random_data(resolve_config(config)), **(overrides or {}), "run.output_dir": str(workdir / tag), "train.batch_size": batch,
         "train.channels_last": channels_last, "train.compile": compile_, "train.sample_every": 0, "train.grad_accum": 1,
     })
     return Trainer(cfg, data=fake_data(cfg, max(batch, 256)), accelerator=acc)
@@ -119,7 +128,7 @@ def time_sampling(config: str | Path, num_images: int, nfe: int, overrides: dict
     from imgflow.factory import build_model
     from imgflow.sampler import Sampler
 
-    cfg = load_config(resolve_config(config), {**RANDOM_DATA, **(overrides or {})})
+    cfg = load_config(resolve_config(config), {**_random_data(resolve_config(config)), **(overrides or {})})
     spec = fake_data(cfg, 1).spec
     codec = None
     if cfg.data.autoencoder:  # a latent model: it samples latents and decodes them with the autoencoder
@@ -143,7 +152,7 @@ def time_sampling(config: str | Path, num_images: int, nfe: int, overrides: dict
 def _is_autoencoder(config: str | Path) -> bool:
     from imgflow.nn.backbones import backbone
 
-    return backbone(load_config(resolve_config(config), RANDOM_DATA).model.arch).kind == "autoencoder"
+    return backbone(load_config(resolve_config(config), _random_data(resolve_config(config))).model.arch).kind == "autoencoder"
 
 
 def machine_info() -> dict[str, Any]:

@@ -78,6 +78,7 @@ class MicroBatch:
     labels: Tensor | None  # (b,) with dropped labels replaced by the null label, None if unconditional
     second_times: Tensor | None = None
     step: int = 0  # the optimiser step it belongs to (0-based): objectives with a schedule read it
+    first_row: int = 0  # its first row's position in the global batch: row-pattern choices are the same on N processes
 
 
 def draw_global_batch(step: int, *, seed: int, schedule: BatchSchedule, image_shape: tuple[int, ...], draw_times: TimeDraw,
@@ -120,4 +121,4 @@ def assemble_micro_batch(batch: GlobalBatch, rows: slice, data: ImageData, *, hf
             raise ValueError("a class-conditional model needs labelled data")
         labels = torch.where(batch.drop_label[rows], torch.full_like(y, null_label), y)
     second = batch.second_times[rows] if batch.second_times is not None else None
-    return MicroBatch(x, batch.times[rows], batch.noise[rows], labels, second, batch.step)
+    return MicroBatch(x, batch.times[rows], batch.noise[rows], labels, second, batch.step, rows.start or 0)

@@ -169,12 +169,34 @@ class MeanFlowObjective:
 
     def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, Tensor]:
         o = self.options
-        num_equal = round(o.equal_share(batch.step) * batch.data.shape[0])  # the first rows of every micro-batch
-        r = with_equal_rows(batch.times, batch.second_times, num_equal)
+        b = batch.data.shape[0]
+        equal = equal_rows(batch.first_row, b, o.equal_share(batch.step))  # host-known: no device read
+        order = equal + [j for j in range(b) if j not in set(equal)]  # the r = t rows first, where the loss skips their JVP
+        perm = None if order == list(range(b)) else torch.tensor(order, device=batch.data.device)
+
+        def take(x: Tensor | None) -> Tensor | None:
+            return x if x is None or perm is None else x[perm]
+
+        t = take(batch.times)
+        r = with_equal_rows(t, take(batch.second_times), len(equal))
+        labels = take(batch.labels)
         guidance = self.guidance if o.progress(batch.step) > 0 else None  # the flow-matching phase trains plain v(x, t | c)
-        return mean_flow_loss(model, self.path, batch.data, batch.times, r, noise=batch.noise, model_kwargs=_labels(batch),
-                              guidance=guidance, reduction=self.cfg.flow.loss_reduction, adaptive_p=o.adaptive_p,
-                              num_equal=num_equal, derivative_scale=o.derivative_scale(batch.step), per_sample=True)
+        loss, logged = mean_flow_loss(model, self.path, take(batch.data), t, r, noise=take(batch.noise),
+                                      model_kwargs={"y": labels} if labels is not None else {}, guidance=guidance,
+                                      reduction=self.cfg.flow.loss_reduction, adaptive_p=o.adaptive_p, num_equal=len(equal),
+                                      derivative_scale=o.derivative_scale(batch.step), per_sample=True)
+        if perm is not None:  # back to the batch's order, where the trainer logs them by time
+            inverse = torch.argsort(perm)
+            loss, logged = loss[inverse], logged[inverse]
+        return loss, logged
+
+
+def equal_rows(first_row: int, num_rows: int, share: float) -> list[int]:
+    """The rows (0-based within a micro-batch starting at global row `first_row`) trained at r = t: global row g is one
+    when floor((g + 1) share) > floor(g share), a pattern spread evenly over the global batch, so N processes (or
+    accumulation steps) choose the same samples as one process."""
+    return [j for j in range(num_rows)
+            if math.floor((first_row + j + 1) * share + 1e-9) > math.floor((first_row + j) * share + 1e-9)]
 
 
 @dataclass

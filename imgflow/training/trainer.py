@@ -209,7 +209,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.model.to(acc.device)
         self.ema = EMA(self.model, train.ema_decay, train.ema_warmup) if train.ema_decay > 0 else None
-        self.extra_emas = {extra_ema_name(d): EMA(self.model, d, train.ema_warmup) for d in train.extra_ema_decays}
+        self.extra_emas = {extra_ema_name(d): EMA(self.model, d, warmup=False) for d in train.extra_ema_decays}  # plain: beside the warm-up one
         self.optimizer = build_optimizer(self.model, train)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda_factory(train.warmup_steps))
         self.step = 0
