@@ -342,10 +342,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
+        if self.ema is not None or self.extra_emas:
             with record_function("step/ema"):
-                self.ema.update(self.model)
-                for ema in self.extra_emas.values():
+                for ema in ([self.ema] if self.ema is not None else []) + list(self.extra_emas.values()):
                     ema.update(self.model)
 
     # --- reading the device -------------------------------------------------------------------
