@@ -189,3 +189,16 @@ def sweep_entry() -> None:
 def classifier_entry() -> None:
     """`imgflow-train-classifier`: scripts/train_classifier.py."""
     _run_module("classifier")
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, typing.Any]:
+    """{key: value} of repeated --set KEY=VALUE options (values read as TOML literals)."""
+    from imgflow.config import parse_literal
+
+    overrides: dict[str, typing.Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set must be KEY=VALUE like train.lr=2e-3, got {item!r}")
+        overrides[key] = parse_literal(value)
+    return overrides

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, say
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, parse_overrides, say
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,15 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import tempfile
 
-    from imgflow.config import ConfigError, parse_literal
     from imgflow.experiments.benchmark import benchmark_images, format_tables, machine_info, make_trainer, profile_training
 
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set must be KEY=VALUE like train.lr=2e-3, got {item!r}")
-        overrides[key] = parse_literal(value)
+    overrides = parse_overrides(args.set)
     from imgflow.files import write_json
 
     if args.profile:

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, parse_floats, parse_ints, say
-from imgflow.config import ConfigError, parse_literal
+from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, parse_floats, parse_ints, parse_overrides, say
+from imgflow.config import ConfigError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,12 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not name or not Path(config).is_file():
             raise ConfigError(f"--run must be NAME=CONFIG.toml with an existing file, got {spec!r}")
         runs[name] = config
-    overrides = {"data.data_root": args.data_root, "data.download": False}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set must be KEY=VALUE like train.lr=2e-3, got {item!r}")
-        overrides[key] = parse_literal(value)
+    overrides = {"data.data_root": args.data_root, "data.download": False, **parse_overrides(args.set)}
 
     from imgflow.experiments.budget import budget_comparison
 

@@ -24,6 +24,13 @@ NoiseSource = Callable[[Tensor], Tensor]
 _SINGULAR_TOL = 1e-9
 
 
+def standard_normal_like(x: Tensor, noise: NoiseSource | None, generator: torch.Generator | None) -> Tensor:
+    """N(0, I) shaped like x from `noise` when given (per-sample sources), else torch.randn with `generator`."""
+    if noise is not None:
+        return noise(x)
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
 class Solver(ABC):
     """Common loop: validate the grid, count evaluations, step from ts[i] to ts[i+1]."""
 
@@ -176,9 +183,7 @@ class EulerMaruyamaSolver(Solver):
         self.noise = noise
 
     def _draw(self, x: Tensor) -> Tensor:
-        if self.noise is not None:
-            return self.noise(x)
-        return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return standard_normal_like(x, self.noise, self.generator)
 
     def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:
         x_next = x + h * self.drift(x, t)
@@ -300,9 +305,7 @@ class ConsistencySolver(Solver):
         return super()._iterate(x, ts, keep)
 
     def _draw(self, x: Tensor) -> Tensor:
-        if self.noise is not None:
-            return self.noise(x)
-        return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return standard_normal_like(x, self.noise, self.generator)
 
     def step(self, x: Tensor, t: Tensor, h: Tensor) -> Tensor:
         self.nfe += 1

@@ -35,9 +35,7 @@ def sample_times(
 
 def _draw(n: int, mean: float, std: float, generator: torch.Generator | None, device: torch.device | str | None) -> Tensor:
     """n times from logit-normal(mean, std), or U[0, 1) when std = 0."""
-    if std == 0:
-        return torch.rand(n, generator=generator, device=device)
-    return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
+    return sample_times(n, "uniform" if std == 0 else "logit_normal", mean=mean, std=std, generator=generator, device=device)
 
 
 def sorted_pairs(n: int, *, mean: float = 0.4, std: float = 1.0, r_mean: float = 0.0, r_std: float = 0.0,

@@ -72,8 +72,9 @@ def make_trainer(config: str | Path, batch: int, precision: str, channels_last: 
     AcceleratorState._reset_state(reset_partial_state=True)
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no" if precision == "fp32" else precision)
     tag = f"{Path(config).stem}-{batch}-{precision}-{channels_last}-{compile_}-{len(list(workdir.iterdir()))}"
-    cfg = load_config(resolve_config(config), {
-        **_random_data(resolve_config(config)), **(overrides or {}), "run.output_dir": str(workdir / tag), "train.batch_size": batch,
+    path = resolve_config(config)
+    cfg = load_config(path, {
+        **_random_data(path), **(overrides or {}), "run.output_dir": str(workdir / tag), "train.batch_size": batch,
         "train.channels_last": channels_last, "train.compile": compile_, "train.sample_every": 0, "train.grad_accum": 1,
     })
     return Trainer(cfg, data=fake_data(cfg, max(batch, 256)), accelerator=acc)

@@ -171,7 +171,8 @@ class MeanFlowObjective:
         o = self.options
         b = batch.data.shape[0]
         equal = equal_rows(batch.first_row, b, o.equal_share(batch.step))  # host-known: no device read
-        order = equal + [j for j in range(b) if j not in set(equal)]  # the r = t rows first, where the loss skips their JVP
+        chosen = set(equal)
+        order = equal + [j for j in range(b) if j not in chosen]  # the r = t rows first, where the loss skips their JVP
         perm = None if order == list(range(b)) else torch.tensor(order, device=batch.data.device)
 
         def take(x: Tensor | None) -> Tensor | None:
