@@ -40,6 +40,8 @@ _EXPORTS = {
     "LatentCodec": "imgflow.latents",
     "load_autoencoder": "imgflow.latents",
     "evaluate_autoencoder": "imgflow.evaluation.autoencoder",
+    "pretrained_path": "imgflow.pretrained",
+    "default_device": "imgflow.devices",
 }
 
 __all__ = sorted(_EXPORTS)

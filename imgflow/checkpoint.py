@@ -76,8 +76,9 @@ class Checkpoint:
 
     @property
     def weight_choices(self) -> tuple[str, ...]:
-        """The names `weights` takes: 'ema', 'raw' and one 'ema@<decay>' per extra EMA the run kept."""
-        return ("ema", "raw", *sorted(self.extra_ema))
+        """The names `weights` takes: 'ema', 'raw' (unless the file holds the EMA alone, as a shipped model does) and one
+        'ema@<decay>' per extra EMA the run kept."""
+        return ("ema", *(("raw",) if self.model or not self.ema else ()), *sorted(self.extra_ema))
 
     def weights(self, which: str = "ema") -> dict[str, Tensor]:
         """The 'ema' weights (falling back to raw ones when the run kept no EMA), the 'raw' ones, or an extra EMA 'ema@<decay>'."""

@@ -102,6 +102,9 @@ class Samples:
     seconds: float
     settings: SamplingSettings
     class_names: tuple[str, ...] = ()
+    #: (N, T, C, H, W) states at `trajectory_times` (T,) when sampled with trajectory=...; the last is `images`
+    trajectory: Tensor | None = None
+    trajectory_times: Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -145,6 +148,46 @@ class Samples:
         path = Path(path)
         atomic_write_bytes(path, self.grid_png(nrow))
         return path
+
+
+    def _trajectory(self) -> Tensor:
+        if self.trajectory is None:
+            raise ConfigError("these samples carry no trajectory: draw them with sample(..., trajectory=True) "
+                              "(every solver state) or trajectory=k (k states)")
+        return self.trajectory
+
+    def trajectory_frames(self, nrow: int | None = None, scale: int = 2) -> list[Image.Image]:
+        """One grid image per kept state (noise first, the samples last), the layout of `grid`."""
+        from imgflow.animation import image_trajectory_frames
+
+        return image_trajectory_frames(self._trajectory(), nrow or self.default_nrow(), scale)
+
+    def save_gif(self, path: str | Path, nrow: int | None = None, fps: float = 8.0, scale: int = 2) -> Path:
+        """The sampling process as an animated GIF (Pillow; no ffmpeg), a grid per kept state; returns the path."""
+        from imgflow.animation import save_gif
+
+        return save_gif(self.trajectory_frames(nrow, scale), path, fps=fps)
+
+    def trajectory_strip(self) -> Image.Image:
+        """A denoising strip: one row per sample, its kept states from noise (left) to sample (right)."""
+        from imgflow.animation import trajectory_strip
+
+        return trajectory_strip(self._trajectory())
+
+
+def trajectory_indices(num_states: int, trajectory: bool | int) -> list[int] | None:
+    """Which of a solver's `num_states` grid states (steps + 1, noise first) `trajectory=` keeps: None for
+    False, all for True, k about evenly spaced ones (always the first and the last) for an integer k >= 2."""
+    if trajectory is False or trajectory is None:
+        return None
+    if trajectory is True:
+        return list(range(num_states))
+    if isinstance(trajectory, bool) or not isinstance(trajectory, int) or trajectory < 2:
+        raise ConfigError(f"trajectory must be False, True (every state) or an integer >= 2 (that many states), got {trajectory!r}")
+    if trajectory > num_states:
+        raise ConfigError(f"trajectory={trajectory} asks for more states than the sampler's grid has ({num_states} = steps + 1): "
+                          "use trajectory=True or more steps")
+    return sorted({round(k * (num_states - 1) / (trajectory - 1)) for k in range(trajectory)})
 
 
 def image_grid_png(images: Tensor, nrow: int = 8) -> bytes:
@@ -214,6 +257,14 @@ class Sampler:
         return cls.from_loaded(load_checkpoint(where), weights, device)
 
     @classmethod
+    def from_pretrained(cls, name: str = "mnist", device: torch.device | str | None = None) -> Sampler:
+        """A model shipped inside the package (`imgflow.pretrained.PRETRAINED`): "mnist" (flow matching, Euler 20 steps at
+        guidance 1.5 by default) or "mnist-meanflow" (one step). No training and no download."""
+        from imgflow.pretrained import pretrained_path
+
+        return cls.from_checkpoint(pretrained_path(name, kind="sampler"), device=device)
+
+    @classmethod
     def from_loaded(cls, ckpt: Checkpoint, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
         """The sampler of a loaded checkpoint, built from its model record alone."""
         from imgflow.checkpoint import load_weights_into
@@ -231,8 +282,9 @@ class Sampler:
             codec = LatentCodec.from_record(ckpt.record.latent, ckpt.autoencoder, ckpt.path)
         model = build_network(ckpt.record)
         load_weights_into(model, ckpt.weights(weights), ckpt.path)
-        device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.eval(), ckpt.record, device=device, step=ckpt.step, codec=codec)
+        from imgflow.devices import resolve_device
+
+        return cls(model.eval(), ckpt.record, device=resolve_device(device), step=ckpt.step, codec=codec)
 
     # --- what it can do -----------------------------------------------------------------------
     @property
@@ -340,7 +392,8 @@ class Sampler:
     def sample(self, num: int = 16, labels: Labels = None, *, guidance: float | None = None, solver: str | None = None,
                steps: int | None = None, time_grid: str | None = None, sde_epsilon: float | None = None,
                rtol: float | None = None, atol: float | None = None, seed: int = 0, batch_size: int = 256,
-               progress: bool = False, clip: bool = True, noise: Tensor | None = None) -> Samples:
+               progress: bool = False, clip: bool = True, noise: Tensor | None = None,
+               trajectory: bool | int = False) -> Samples:
         """Draw `num` images.
 
         labels: None (cycle through every class), a class (index or name), a list of classes
@@ -351,6 +404,10 @@ class Sampler:
         a diverged sample stays visible); False returns it as integrated.
         noise: (num, *latent_spec.shape) starting noise instead of the seeded draws (e.g. `interpolate`'s).
         A latent model's samples are decoded by its autoencoder: images, not latents.
+        trajectory: also keep intermediate states on the solver's time grid (steps + 1 states from the noise at
+        t = 0 to the samples at t = 1): True keeps all, an integer k about evenly spaced k of them; they come back
+        as `Samples.trajectory` (num, k, C, H, W), decoded and clipped like the images, with `trajectory_times`
+        (k,), for `Samples.save_gif` and `Samples.trajectory_strip`. The samples are the same either way.
         """
         if num < 1 or batch_size < 1:
             raise ConfigError(f"num and batch_size must be >= 1, got {num} and {batch_size}")
@@ -358,9 +415,13 @@ class Sampler:
             raise ConfigError(f"noise must have shape ({num}, {', '.join(map(str, self.latent_spec.shape))}), got {tuple(noise.shape)}")
         settings = self.settings(solver, steps, time_grid, guidance, sde_epsilon, rtol, atol)
         y_all = self.labels(num, labels)
+        # the grid is the same for every batch: check `trajectory` before any work
+        keep = trajectory_indices(settings.steps + 1, trajectory)
         was_training = self.model.training
         self.model.eval()
         out: list[Tensor] = []
+        states: list[Tensor] = []
+        kept_times = None
         nfe = 0
         t0 = time.perf_counter()
         try:
@@ -376,14 +437,25 @@ class Sampler:
                 t_start = 1e-3 if 0.0 in dynamics.singular_times else 0.0
                 t_end = 1.0 - 1e-3 if 1.0 in dynamics.singular_times else 1.0
                 ts = named_time_grid(settings.time_grid, settings.steps, t_start, t_end).to(self.device)
-                x = ode_solver.simulate(x, ts).float()
+                if keep is None:
+                    x = ode_solver.simulate(x, ts).float()
+                else:
+                    path = ode_solver.simulate_with_trajectory(x, ts)[:, keep].float()  # (B, k, ...)
+                    kept_times = ts[keep].cpu()
+                    x = path[:, -1]
+                    path = path.flatten(0, 1)
+                    if self.codec is not None:
+                        path = self.codec.decode(path).float()
+                    path = torch.where(torch.isfinite(path), path.clamp(-1.0, 1.0), path) if clip else path
+                    states.append(path.unflatten(0, (len(idx), len(keep))).cpu())
                 if self.codec is not None:
                     x = self.codec.decode(x).float()
                 out.append((torch.where(torch.isfinite(x), x.clamp(-1.0, 1.0), x) if clip else x).cpu())
                 nfe = max(nfe, ode_solver.nfe)
         finally:
             self.model.train(was_training)
-        return Samples(torch.cat(out), y_all, nfe, time.perf_counter() - t0, settings, self.class_names)
+        return Samples(torch.cat(out), y_all, nfe, time.perf_counter() - t0, settings, self.class_names,
+                       torch.cat(states) if states else None, kept_times)
 
 
     def interpolate(self, num: int = 8, label: int | str | None = None, seeds: tuple[int, int] = (0, 1), **sample_kwargs) -> Samples:
@@ -405,4 +477,4 @@ class Sampler:
 
 
 __all__ = ["Labels", "PerSampleBrownian", "Sampler", "Samples", "SamplingSettings", "balanced_labels", "image_grid_png",
-           "per_sample_noise"]
+           "per_sample_noise", "trajectory_indices"]

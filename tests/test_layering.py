@@ -20,6 +20,7 @@ LAYERS = {
     "imgflow.core": 0,
     "imgflow.files": 0,
     "imgflow.seeding": 0,
+    "imgflow.devices": 0,
     # 1: networks and data sources
     "imgflow.nn": 1,
     "imgflow.data": 1,
@@ -35,6 +36,9 @@ LAYERS = {
     # the Sampler draws from a model in hand (the trainer's grids too) and builds one from a checkpoint's record:
     # it sits with training, below evaluation
     "imgflow.sampler": 2,
+    # image trajectories as GIFs and strips (Samples.save_gif); the shipped pretrained models (Sampler.from_pretrained)
+    "imgflow.animation": 2,
+    "imgflow.pretrained": 2,
     # latent datasets read an autoencoder's checkpoint and encode a data source; the trainer and the sampler use them
     "imgflow.latents": 2,
     # 3: judging a trained model

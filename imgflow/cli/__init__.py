@@ -75,9 +75,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
-    """--device (default cuda when available), --threads and --no-progress, shared by the scripts."""
+    """--device (default: `imgflow.devices.default_device`), --threads and --no-progress, shared by the scripts."""
     if device:
-        parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+        parser.add_argument("--device", default=None, help="torch device (default: cuda, else mps, else cpu: imgflow.devices.default_device)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (0 = torch's default); on a busy shared CPU 1 can be several times faster")
     parser.add_argument("--no-progress", action="store_true",
@@ -96,8 +96,10 @@ def apply_runtime_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads must be >= 0 (0 = torch's default), got {args.threads}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if hasattr(args, "device") and args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if hasattr(args, "device") and args.device in (None, "auto"):
+        from imgflow.devices import default_device
+
+        args.device = str(default_device())
 
 
 def check_output_file(path: str | Path | None, option: str) -> None:

@@ -503,8 +503,9 @@ class Trainer:
 
 
 def _has_accelerator_device() -> bool:
-    mps = getattr(torch.backends, "mps", None)
-    return torch.cuda.is_available() or bool(mps and mps.is_available())
+    from imgflow.devices import default_device
+
+    return default_device().type != "cpu"
 
 
 def train(cfg: RunConfig, resume: str | None = None, data: ImageData | None = None, progress: bool = True) -> TrainResult:

@@ -1,0 +1,59 @@
+"""Which device to compute on: CUDA, then Apple's MPS, then the CPU, and the float type each can hold.
+
+    from imgflow.devices import default_device, float_dtype
+    device = default_device()                  # cuda if a GPU is visible, else mps on an Apple-silicon Mac, else cpu
+    x = torch.zeros(3, dtype=float_dtype(device))   # float64 where the device has it, float32 on MPS
+
+MPS has no float64: code that wants double precision (the 2-D lab's exact mixture fields, Fréchet
+distances) asks `float_dtype(device)` and gets float32 there. `Sampler.from_checkpoint`, the scripts'
+`--device` default and the trainer (through accelerate) all choose with `default_device`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: the order in which `default_device` looks for hardware
+DEVICE_ORDER = ("cuda", "mps", "cpu")
+
+
+def mps_available() -> bool:
+    """Whether this torch build can use Apple's Metal GPU here."""
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def default_device() -> torch.device:
+    """cuda if available, else mps if available, else cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_device(device: torch.device | str | None = None) -> torch.device:
+    """A device from a name ('cuda', 'cuda:1', 'mps', 'cpu'), or `default_device()` for None or 'auto'."""
+    if device is None or device == "auto":
+        return default_device()
+    return torch.device(device)
+
+
+def has_float64(device: torch.device | str) -> bool:
+    """Whether tensors of float64 can live on the device (all but MPS)."""
+    return torch.device(device).type != "mps"
+
+
+def float_dtype(device: torch.device | str, wanted: torch.dtype = torch.float64) -> torch.dtype:
+    """`wanted`, or float32 where the device cannot hold it (float64 on MPS)."""
+    return torch.float32 if wanted == torch.float64 and not has_float64(device) else wanted
+
+
+def to_device(x: Tensor, device: torch.device | str) -> Tensor:
+    """x on the device; a float64 tensor becomes float32 on a device without float64 (rather than failing)."""
+    device = torch.device(device)
+    return x.to(device=device, dtype=float_dtype(device, x.dtype)) if x.is_floating_point() else x.to(device)
+
+
+__all__ = ["DEVICE_ORDER", "default_device", "float_dtype", "has_float64", "mps_available", "resolve_device", "to_device"]

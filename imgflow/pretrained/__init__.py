@@ -1,0 +1,134 @@
+"""Models shipped inside the package, so a first sample needs no training.
+
+    from imgflow import Sampler
+    Sampler.from_pretrained("mnist").sample(100, steps=20).save_grid("digits.png")   # flow matching, 20 NFE
+    Sampler.from_pretrained("mnist-meanflow").sample(100).save_grid("one-step.png")    # MeanFlow, 1 NFE
+
+Each file is an ordinary imgflow checkpoint holding only the EMA weights in float16 (about 1.4 MB for the
+687 k-parameter U-Net), its model record and its training config; `PRETRAINED` says how each was trained
+(the exact commands, so anyone can reproduce it) and what it scored. The project's MNIST classifier
+(`scripts/train_classifier.py`, float16) ships too, as "mnist-classifier", for class accuracy and FID(clf)
+of samples without training one. `export_pretrained` writes such a file from a run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from imgflow.config import ConfigError
+from imgflow.files import atomic_save_safetensors
+
+FOLDER = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """One shipped file: what it is, how it was made, what it measured."""
+
+    name: str
+    file: str
+    kind: str  # "sampler" (a flow model for Sampler.from_pretrained) or "classifier" (for load_classifier)
+    description: str
+    commands: tuple[str, ...]  # how it was trained and exported, in order
+
+    @property
+    def path(self) -> Path:
+        return FOLDER / self.file
+
+
+_DATA = "--data.data_root DATA"
+
+#: the shipped files by name
+PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
+    PretrainedModel(
+        "mnist", "mnist.safetensors", "sampler",
+        "class-conditional MNIST flow matching: the U-Net of configs/mnist.toml after 2,000 steps (EMA 0.999); "
+        "sample with Euler, 20 steps, guidance 1.5 (its defaults)",
+        (f"python scripts/train_images.py --config configs/mnist.toml {_DATA} --train.steps 2000 "
+         "--run.output_dir runs/pretrained-mnist --threads 1",
+         "python scripts/export_pretrained.py runs/pretrained-mnist --name mnist"),
+    ),
+    PretrainedModel(
+        "mnist-meanflow", "mnist_meanflow.safetensors", "sampler",
+        "class-conditional one-step MNIST (MeanFlow): configs/mnist_meanflow.toml after 1,600 steps (EMA 0.999); "
+        "sample with the flow-map solver in 1 or 2 steps",
+        (f"python scripts/train_images.py --config configs/mnist_meanflow.toml {_DATA} --train.steps 1600 "
+         "--run.output_dir runs/pretrained-mnist-meanflow --threads 1",
+         "python scripts/export_pretrained.py runs/pretrained-mnist-meanflow --name mnist-meanflow"),
+    ),
+    PretrainedModel(
+        "mnist-classifier", "mnist_classifier.safetensors", "classifier",
+        "the project's MNIST classifier (imgflow.evaluation.classifier), for class accuracy and FID(clf) of samples",
+        (f"python scripts/train_classifier.py --dataset mnist {_DATA} --out runs/classifiers/mnist-28.safetensors --threads 2",
+         "python scripts/export_pretrained.py runs/classifiers/mnist-28.safetensors --name mnist-classifier"),
+    ),
+)}
+
+
+def pretrained_model(name: str, kind: str | None = None) -> PretrainedModel:
+    """The entry of a shipped model by name (of the given kind), with a clear error for anything else."""
+    names = [n for n, m in PRETRAINED.items() if kind is None or m.kind == kind]
+    if name not in names:
+        raise ConfigError(f"no pretrained {kind or 'model'} named {name!r}; the package ships: {', '.join(names)}")
+    entry = PRETRAINED[name]
+    if not entry.path.is_file():
+        raise ConfigError(f"the pretrained file {entry.path} is missing from this installation; reinstall imgflow, or "
+                          f"train it yourself: {' && '.join(entry.commands)}")
+    return entry
+
+
+def pretrained_path(name: str, kind: str | None = None) -> Path:
+    """The file of a shipped model: `pretrained_path("mnist-classifier")` for `load_classifier` or `evaluate_checkpoint`."""
+    return pretrained_model(name, kind).path
+
+
+def export_pretrained(source: str | Path, out: str | Path, *, weights: str = "ema", dtype: torch.dtype = torch.float16,
+                      note: str = "") -> Path:
+    """Write a small file to ship: a checkpoint's `weights` (default its EMA) alone, in `dtype`, or a classifier in `dtype`.
+
+    source: a run folder or checkpoint file (its model record, spec and config are kept, machine paths in the config
+    replaced by the defaults; the optimiser state and the other weights dropped), or a classifier file. The result
+    loads with `Sampler.from_checkpoint` / `load_classifier` like the original. Returns `out`.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from imgflow.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
+
+    source = Path(source)
+    if source.is_file() and source.suffix == ".safetensors":
+        with safe_open(str(source), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        if metadata.get("format", "").startswith("imgflow-classifier"):
+            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
+            return _write(out, tensors, {**metadata, **({"note": note} if note else {})})
+    ckpt = load_checkpoint(resolve_checkpoint(source))
+    if weights not in ckpt.weight_choices:
+        raise ConfigError(f"weights must be one of {', '.join(ckpt.weight_choices)} for {ckpt.path}, got {weights!r}")
+    if ckpt.autoencoder:
+        raise ConfigError(f"{ckpt.path} is a latent model; exporting one (with its autoencoder) is not supported yet")
+    config = json.loads(ckpt.config_json)
+    config["data"]["data_root"] = "data"
+    config["run"]["output_dir"] = f"runs/{config['run'].get('name', 'pretrained')}"
+    config["train"]["init_from"] = ""
+    tensors = {f"ema.{k}": v.to(dtype) if v.is_floating_point() else v for k, v in ckpt.weights(weights).items()}
+    metadata = {"format": FORMAT, "config": json.dumps(config, sort_keys=True), "step": str(ckpt.step),
+                "model_record": ckpt.record.to_json(), "data_spec": ckpt.spec.to_json(),
+                "exported_from": f"{ckpt.path.name} weights={weights} dtype={str(dtype).removeprefix('torch.')}",
+                **({"note": note} if note else {})}
+    return _write(out, tensors, metadata)
+
+
+def _write(out: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder {out.parent} does not exist; create it or write elsewhere")
+    atomic_save_safetensors(out, tensors, metadata)
+    return out
+
+
+__all__ = ["FOLDER", "PRETRAINED", "PretrainedModel", "export_pretrained", "pretrained_model", "pretrained_path"]
