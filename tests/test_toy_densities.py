@@ -97,3 +97,13 @@ def test_moons_and_circles_geometry():
     with pytest.raises(NotImplementedError):
         moons.log_density(m[:3])
     assert torch.equal(Moons(seed=5).sample(7), Moons(seed=5).sample(7))
+
+
+def test_mixture_samples_come_with_the_component_that_drew_them():
+    mixture = GaussianMixture.symmetric_2D(nmodes=4, std=0.1, scale=5.0, seed=3)
+    x, k = mixture.sample_with_labels(2_000)
+    assert k.dtype == torch.long and set(k.tolist()) == {0, 1, 2, 3}
+    # modes 7 apart with std 0.1: every sample is nearest to the mean of its own component
+    assert torch.equal(torch.cdist(x, mixture.means).argmin(1), k)
+    again = GaussianMixture.symmetric_2D(nmodes=4, std=0.1, scale=5.0, seed=3).sample(2_000)
+    assert torch.equal(again, x)  # sample() is the same draw without the labels

@@ -9,7 +9,7 @@ dynamics and solvers all come from imgflow.core; nothing here re-implements them
 from toy.densities import Checkerboard, Circles, Density, Gaussian, GaussianMixture, Moons
 from toy.gmm_fields import GaussianMixtureMarginals
 from toy.metrics import energy_distance, excess_kurtosis, null_distance_band, null_energy_band, relative_l2, sliced_wasserstein
-from toy.models import MLPFlowMap, MLPScore, MLPVectorField, build_mlp
+from toy.models import MLPConditionalField, MLPFlowMap, MLPScore, MLPVectorField, build_mlp
 from toy.processes import BrownianMotion, LangevinDynamics, LinearDecayODE, OrnsteinUhlenbeck
 from toy.training import train, train_flow_matching, train_interpolant, train_mean_flow, train_score_matching
 
@@ -23,6 +23,7 @@ __all__ = [
     "GaussianMixtureMarginals",
     "LangevinDynamics",
     "LinearDecayODE",
+    "MLPConditionalField",
     "MLPFlowMap",
     "MLPScore",
     "MLPVectorField",

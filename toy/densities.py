@@ -143,11 +143,15 @@ class GaussianMixture(Density):
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Pick a component k ~ w, then mu_k + L_k eps: (n, D)."""
+        return self.sample_with_labels(num_samples, generator)[0]
+
+    def sample_with_labels(self, num_samples: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Samples (n, D) and the component each came from (n,) int64: labelled data for class-conditional models."""
         g = self._gen(generator)
         k = torch.multinomial(self.weights, num_samples, replacement=True, generator=g)
         eps = torch.randn(num_samples, self.dim, generator=g).double()
         x = self.means.double()[k] + torch.einsum("nij,nj->ni", self._chols[k], eps)
-        return x.float()
+        return x.float(), k
 
     def component_log_densities(self, x: Tensor) -> Tensor:
         """log w_k + log N(x; mu_k, Sigma_k): (B, K)."""

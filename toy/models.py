@@ -59,6 +59,31 @@ class MLPVectorField(nn.Module):
         return self.net(torch.cat([x, batch_times(t, x)[:, None]], dim=-1))
 
 
+class MLPConditionalField(nn.Module):
+    """u_theta(x, t, y) = MLP([x, t, e_y]): (B, D), (B,), labels (B,) in 0..K -> (B, D).
+
+    Label K is "no class" (classifier-free guidance's null label, `null_label`); e_y is a learned embedding of
+    dimension `label_dim`. Called as model(x, t, y=labels), the convention of the image networks, so the core's
+    ClassifierFreeGuidance and losses (model_kwargs={"y": labels}) take it as they take a U-Net.
+    """
+
+    def __init__(self, dim: int = 2, num_classes: int = 3, hiddens: Sequence[int] = (64, 64, 64, 64), label_dim: int = 8,
+                 activation: str = "silu") -> None:
+        super().__init__()
+        self.dim, self.num_classes = dim, num_classes
+        self.embedding = nn.Embedding(num_classes + 1, label_dim)
+        self.net = build_mlp([dim + 1 + label_dim, *hiddens, dim], activation)
+
+    @property
+    def null_label(self) -> int:
+        return self.num_classes
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        if y is None:
+            y = torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
+        return self.net(torch.cat([x, batch_times(t, x)[:, None], self.embedding(y)], dim=-1))
+
+
 class MLPScore(MLPVectorField):
     """s_theta(x, t) = MLP([x, t]) approximating grad log p_t(x): same architecture, a score's name."""
 

@@ -1,0 +1,128 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # MeanFlow: one-step generation
+#
+# A flow-matching model needs many small steps because it only knows the *instantaneous* velocity. A MeanFlow
+# model $u(x_t, t, r)$ learns the *average* velocity over $[t, r]$, so $x_r = x_t + (r - t)\,u(x_t, t, r)$ jumps in
+# one evaluation. It is trained without a teacher through the MeanFlow identity
+# $u = v + (r - t)\,\frac{d}{dt}u$, whose total derivative is one forward-mode JVP (see `imgflow.core.mean_flow`).
+# First in 2-D against the exact flow map of a mixture, then on MNIST with the one-step model shipped in the package.
+#
+# Full size: a few minutes on a CPU; `IMGFLOW_NOTEBOOK_SIZE=ci` runs it in seconds.
+
+# %%
+import os
+
+import torch
+from IPython.display import display
+
+from imgflow import Sampler, pretrained_path
+from imgflow.core import FlowMap, GaussianPath, LearnedVectorFieldODE, make_solver, schedule_from_name, uniform_time_grid
+from imgflow.core.mean_flow import mean_flow_loss
+from imgflow.evaluation.classifier import load_classifier, predict
+from toy import GaussianMixture, GaussianMixtureMarginals, MLPFlowMap, energy_distance, train_mean_flow
+from toy.plotting import contour, plt, scatter, subplots
+
+SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
+ITERATIONS = 300 if SMALL else 4_000
+N = 1_000 if SMALL else 4_000
+torch.manual_seed(0)
+
+target = GaussianMixture.symmetric_2D(nmodes=5, std=1.0, scale=4.0)   # check 11's mixture
+path = GaussianPath(schedule_from_name("linear"), p_data=target)
+exact = GaussianMixtureMarginals(target, path)
+
+# %% [markdown]
+# ## The loss, by hand and from the library
+#
+# What you would write (linear path, no adaptive weight): the conditional velocity $v = z - \epsilon$, the JVP of
+# the network along $(v, 1, 0)$ in $(x, t, r)$, and a stop-gradient target:
+
+# %%
+def my_mean_flow_loss(model, data, noise, t, r):
+    x_t = t[:, None] * data + (1 - t[:, None]) * noise
+    v = data - noise
+    u, du_dt = torch.func.jvp(lambda x, tt: model(x, tt, r), (x_t, t), (v, torch.ones_like(t)))
+    target = (v + (r - t)[:, None] * du_dt).detach()
+    return ((u - target) ** 2).mean()
+
+
+model = MLPFlowMap(2, (64, 64, 64, 64))
+data, noise = target.sample(256), torch.randn(256, 2)
+t, r = torch.sort(torch.rand(2, 256), dim=0).values
+print(f"mine {my_mean_flow_loss(model, data, noise, t, r).item():.6f}   "
+      f"library {mean_flow_loss(model, path, data, t, r, noise=noise, adaptive_p=0.0).item():.6f}")
+
+# %% [markdown]
+# Train with `toy.train_mean_flow` (uniform sorted pairs, a quarter of them with $r = t$, which is plain flow
+# matching), then sample in 1, 2 and 4 jumps with the core's flow-map solver, against the exact ODE's samples:
+
+# %%
+model = MLPFlowMap(2, (64, 64, 64, 64), analytic_jvp=True)
+train_mean_flow(model, path, time_mean=0.0, time_std=0.0, equal_fraction=0.25, adaptive_p=0.0,
+                num_iterations=ITERATIONS, batch_size=500, lr=6e-3, seed=0, progress=False)
+x0 = torch.randn(N, 2)
+reference = make_solver("rk4", LearnedVectorFieldODE(exact)).simulate(x0, uniform_time_grid(50))
+flow_map = FlowMap(lambda x, t, r: model(x, t, r))
+fig, axes = subplots(3, size=3.3)
+distances = {}
+with torch.no_grad():
+    for ax, steps in zip(axes, (1, 2, 4)):
+        x1 = make_solver("flow_map", flow_map).simulate(x0, uniform_time_grid(steps))
+        distances[steps] = float(energy_distance(x1, target.sample(N)))
+        map_error = float((x1 - reference).norm(dim=1).mean() / (reference - x0).norm(dim=1).mean())
+        contour(ax, target.log_density, (-7, 7, -7, 7))
+        scatter(ax, x1, s=1, color="tab:red")
+        ax.set(title=f"{steps} NFE: map error {map_error:.2f}")
+plt.show()
+print("energy distance to the target by NFE:", {k: round(v, 4) for k, v in distances.items()})
+
+# %% [markdown]
+# Flow matching's one Euler step, even with the *exact* velocity, lands every sample on the data mean (the
+# velocity at $t = 0$ is $E[z] - x_0$): one step needs a flow map.
+
+# %%
+one_euler = make_solver("euler", LearnedVectorFieldODE(exact)).simulate(x0, uniform_time_grid(1))
+print(f"spread of one exact Euler step: {one_euler.std(0).tolist()} (the data's: {target.sample(N).std(0).tolist()})")
+
+# %% [markdown]
+# ## One-step MNIST with the shipped model
+#
+# `Sampler.from_pretrained("mnist-meanflow")`: the recipe of `configs/mnist_meanflow.toml` (classifier-free guidance
+# 1.5 folded into training, so it samples guided at $w = 1$). One NFE per image:
+
+# %%
+sampler = Sampler.from_pretrained("mnist-meanflow")
+classifier, _ = load_classifier(pretrained_path("mnist-classifier"))
+num = 30 if SMALL else 100
+for steps in (1, 2):
+    samples = sampler.sample(num, steps=steps, seed=0)
+    accuracy = float((predict(classifier, samples.images) == samples.labels).float().mean())
+    print(f"{samples.settings.describe()}: {samples.seconds:.2f} s for {num} images, class accuracy {accuracy:.0%}")
+    display(samples.grid())
+assert accuracy >= 0.7
+
+# %% [markdown]
+# ## The numeric check
+#
+# `python -m toy --checks 11` trains this flow map for longer and checks the one-step map error against the
+# exact flow map and the one-step samples against the target (the test suite runs it; the CI size here leaves
+# it out):
+
+# %%
+from toy.validation import run_validation  # noqa: E402
+
+out_dir = os.path.join(os.environ.get("IMGFLOW_NOTEBOOK_OUT", "outputs/notebooks"), "meanflow_checks")
+results = run_validation(quick=True, checks=[] if SMALL else [11], out_dir=out_dir, verbose=False)
+for res in results:
+    print(f"{'PASS' if res.passed else 'FAIL'}  {res.name}")
+assert all(res.passed for res in results)

@@ -1,0 +1,81 @@
+"""The models shipped in the package sample recognisable digits with no training, and export writes such files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from imgflow import Sampler
+from imgflow.checkpoint import load_checkpoint
+from imgflow.cli import run
+from imgflow.cli.export import main as export_main
+from imgflow.config import ConfigError
+from imgflow.evaluation.classifier import load_classifier, predict
+from imgflow.pretrained import PRETRAINED, export_pretrained, pretrained_path
+from imgflow.training.trainer import train
+from tests.image_helpers import blob_images, tiny_config
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    model, info = load_classifier(pretrained_path("mnist-classifier"))
+    assert info.test_accuracy > 0.99 and len(info.class_names) == 10
+    return model
+
+
+def class_accuracy(classifier, samples) -> float:
+    return float((predict(classifier, samples.images) == samples.labels).float().mean())
+
+
+def test_shipped_flow_matching_model_draws_digits_the_classifier_recognises(classifier):
+    sampler = Sampler.from_pretrained("mnist")
+    assert sampler.class_names[:2] == ("0 - zero", "1 - one") and sampler.defaults.solver == "euler"
+    samples = sampler.sample(50, steps=8, guidance=1.0, seed=0)   # 5 per class, 8 Euler steps, unguided
+    # a trained model scores ~97 % here; an untrained or wrongly loaded one ~10 %; 50 samples put
+    # one binomial sigma at ~2.4 % near 97 %, so 0.85 leaves 5 sigma of room
+    assert class_accuracy(classifier, samples) >= 0.85
+    assert samples.images.std() > 0.5  # digits, not a grey blur: strokes at -1 and +1
+
+
+def test_shipped_meanflow_model_draws_digits_in_one_step(classifier):
+    sampler = Sampler.from_pretrained("mnist-meanflow")
+    assert sampler.flow_map and sampler.defaults.nfe == 1
+    samples = sampler.sample(100, seed=0)
+    assert samples.nfe == 1 and class_accuracy(classifier, samples) >= 0.8
+
+
+@pytest.mark.parametrize("name", list(PRETRAINED))
+def test_shipped_files_are_small_float16_ema_only(name):
+    path = pretrained_path(name)
+    assert path.stat().st_size < 2_000_000, f"{path} is {path.stat().st_size} bytes"
+    with safe_open(str(path), framework="pt") as fh:
+        keys = list(fh.keys())
+        dtypes = {fh.get_tensor(k).dtype for k in keys if fh.get_tensor(k).is_floating_point()}
+    assert dtypes == {torch.float16}
+    if PRETRAINED[name].kind == "sampler":
+        assert keys and all(k.startswith("ema.") for k in keys)
+        assert load_checkpoint(path).weight_choices == ("ema",)
+
+
+def test_unknown_names_and_kinds_are_refused_with_the_list():
+    with pytest.raises(ConfigError, match="no pretrained sampler named 'cifar'.*mnist, mnist-meanflow"):
+        Sampler.from_pretrained("cifar")
+    with pytest.raises(ConfigError, match="no pretrained sampler named 'mnist-classifier'"):
+        Sampler.from_pretrained("mnist-classifier")
+
+
+def test_export_keeps_the_samples_to_float16_precision_and_drops_the_rest(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2, "data.data_root": str(tmp_path / "nowhere")})
+    train(cfg, data=blob_images(40), progress=False)
+    out = export_pretrained(tmp_path / "run", tmp_path / "small.safetensors")
+    original = Sampler.from_checkpoint(tmp_path / "run").sample(8, steps=3, seed=2)
+    exported = Sampler.from_checkpoint(out).sample(8, steps=3, seed=2)
+    # float16 keeps ~3 significant digits of each weight: the samples move by ~1e-3, not by a retrained amount
+    assert (original.images - exported.images).abs().max() < 2e-2 and not torch.equal(original.images, exported.images)
+    ckpt = load_checkpoint(out)
+    assert ckpt.optimizer is None and not ckpt.model and ckpt.config.data.data_root == "data"
+    assert ckpt.config.run.output_dir.startswith("runs/") and str(tmp_path) not in ckpt.config_json
+    assert run(export_main, [str(tmp_path / "run"), "--name", "nope"]) == 2
+    assert "is not a shipped model" in capsys.readouterr().err
+    assert run(export_main, [str(tmp_path / "run"), "--out", str(tmp_path / "missing" / "x.safetensors")]) == 2
