@@ -1,4 +1,4 @@
-"""Watching sampling happen: Sampler trajectories, GIFs of image grids and of 2-D particles, any-device choice."""
+"""Watching sampling happen: Sampler trajectories, GIFs of image grids and of 2-D particles."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 from imgflow.animation import image_trajectory_frames, trajectory_strip
-from imgflow.cli import add_runtime_arguments, apply_runtime_arguments
 from imgflow.config import ConfigError
 from imgflow.core.gif import save_gif
 from imgflow.factory import build_model
@@ -107,29 +106,3 @@ def test_particle_frames_draw_the_particles_where_they_are():
         particle_frames(torch.zeros(3, 2), torch.zeros(2))
     with pytest.raises(ValueError, match="one per state"):
         particle_frames(traj, torch.zeros(3))
-
-
-def test_default_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
-    import imgflow.devices as devices
-
-    def fake(cuda: bool, mps: bool) -> None:
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
-
-    fake(True, True)
-    assert devices.default_device().type == "cuda"
-    fake(False, True)
-    assert devices.default_device().type == "mps" and devices.resolve_device("auto").type == "mps"
-    assert devices.float_dtype("mps") == torch.float32 and devices.float_dtype("mps", torch.float16) == torch.float16
-    assert devices.float_dtype("cpu") == torch.float64 and devices.float_dtype("cuda:0") == torch.float64
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_runtime_arguments(parser)
-    args = parser.parse_args([])
-    apply_runtime_arguments(args)
-    assert args.device == "mps"  # the scripts' --device default follows the same order
-    fake(False, False)
-    assert devices.default_device().type == "cpu" and devices.resolve_device(None).type == "cpu"
-    x = devices.to_device(torch.zeros(2, dtype=torch.float64), "cpu")
-    assert x.dtype == torch.float64  # kept where the device has float64
