@@ -47,7 +47,8 @@ class Judge:
     """Scores samples of one dataset with its project classifier.
 
     Args:
-        classifier, info: the classifier and what its file says.
+        classifier: the classifier.
+        info: what its file says.
         reference: feature statistics of the held-out split (`reference_statistics`).
         data: the [data] section the reference came from (for the real-image floor).
         spec: the data's shape and classes.
