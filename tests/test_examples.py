@@ -15,8 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _readme_quick_start() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    assert blocks, "README.md has no Python block"
+    readme = (ROOT / "README.md").read_text()
+    assert "## Quick start: Python" in readme, "README.md has no 'Quick start: Python' section"
+    blocks = re.findall(r"```python\n(.*?)```", readme.split("## Quick start: Python", 1)[1], flags=re.S)
+    assert blocks, "README.md's Python quick start has no Python block"
     return blocks[0]
 
 
