@@ -79,3 +79,16 @@ def test_export_keeps_the_samples_to_float16_precision_and_drops_the_rest(tmp_pa
     assert run(export_main, [str(tmp_path / "run"), "--name", "nope"]) == 2
     assert "is not a shipped model" in capsys.readouterr().err
     assert run(export_main, [str(tmp_path / "run"), "--out", str(tmp_path / "missing" / "x.safetensors")]) == 2
+
+
+def test_statistics_for_the_shipped_classifier_go_to_the_user_cache(tmp_path, monkeypatch):
+    from imgflow.evaluation.fid import stats_cache_path
+
+    monkeypatch.setenv("IMGFLOW_CACHE", str(tmp_path / "cache"))
+    identity = {"dataset": "mnist", "image_size": "28"}
+    shipped = stats_cache_path(pretrained_path("mnist-classifier"), identity, "test")
+    assert shipped.parent == tmp_path / "cache" / "fid"  # never inside the installed package
+    own = tmp_path / "clf" / "mine.safetensors"
+    own.parent.mkdir()
+    own.write_bytes(b"x")
+    assert stats_cache_path(own, identity, "test").parent == own.parent  # a classifier of one's own keeps them beside it

@@ -97,15 +97,27 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _default_stats_folder(classifier_path: Path) -> Path:
+    from imgflow.data.folder import default_cache_dir
+    from imgflow.pretrained import FOLDER as PRETRAINED_FOLDER
+
+    folder = classifier_path.parent
+    if folder.resolve() == PRETRAINED_FOLDER or not os.access(folder, os.W_OK):
+        return default_cache_dir().parent / "fid"
+    return folder
+
+
 def stats_cache_path(classifier_path: str | Path, identity: dict[str, str], split: str, cache_dir: str | Path | None = None,
                      digest: str | None = None) -> Path:
     """<cache_dir or the classifier's folder>/<classifier stem>.<dataset>-<size>[-resize]-<split>.<sha16>.stats.safetensors
 
     sha16 covers the classifier file and everything in the data identity (a folder's fingerprint included).
+    A classifier shipped in the package (imgflow.pretrained), or one in a folder that is not writable, keeps its
+    statistics in the imgflow cache instead (IMGFLOW_CACHE, else ~/.cache/imgflow: fid/).
     """
     classifier_path = Path(classifier_path)
     digest = digest or file_sha256(classifier_path)
-    folder = Path(cache_dir) if cache_dir is not None else classifier_path.parent
+    folder = Path(cache_dir) if cache_dir is not None else _default_stats_folder(classifier_path)
     tag = f"{identity['dataset']}-{identity['image_size']}{'-resize' if identity.get('resize') == 'True' else ''}-{split}"
     key = hashlib.sha256((digest + json.dumps(identity, sort_keys=True)).encode()).hexdigest()
     return folder / f"{classifier_path.stem}.{tag}.{key[:16]}.stats.safetensors"
