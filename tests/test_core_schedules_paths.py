@@ -46,6 +46,7 @@ def test_expand_like_shapes():
     assert expand_like(torch.rand(4), x).shape == (4, 1, 1, 1)
     assert expand_like(torch.rand(4, 1), x).shape == (4, 1, 1, 1)
     assert expand_like(0.5, torch.zeros(4, 2)).shape == (1, 1)
+    assert expand_like(torch.rand(4), torch.zeros(4, 2)).shape == (4, 1)  # 2-D points: the same call as images
     with pytest.raises(ValueError, match="does not match"):
         expand_like(torch.rand(3), x)
 

@@ -108,6 +108,6 @@ assert samples.images.shape[1:] == sampler.image_shape and samples.labels.tolist
 # Resuming continues bit-exactly from the latest checkpoint (here: more steps than the run had):
 
 # %%
-more = load_config(CONFIGS / "folder32.toml", {**overrides, "train.steps": result.step + (2 if SMALL else 500),
+more = load_config(CONFIGS / "folder32.toml", {**overrides, "train.steps": result.step + (2 if SMALL else 100),
                                                 "train.max_minutes": 0})
 print(train(more, resume="latest", progress=not SMALL).step)

@@ -1,4 +1,14 @@
-"""Broadcasting of times against batched states."""
+"""Broadcasting times from (B,) to (B, C, H, W): one rule for 2-D points and images.
+
+A batch carries one time per sample, t of shape (B,). The path's coefficients alpha_t, beta_t are then (B,)
+too, and `alpha * data` goes wrong: PyTorch aligns (B,) with the *last* axis, so for images (B, C, H, W) it fails unless W = B, and for
+points (B, 2) unless B is 1 or 2; in those cases it silently scales columns or coordinates instead of samples. The fix is
+to give t trailing axes of size 1, t[:, None, None, None] for images and t[:, None] for points:
+`expand_like(t, x)` does exactly that for any x, so every formula of the core is written once,
+`alpha(expand_like(t, x)) * data`, and runs on (B, 2) and (B, C, H, W) alike. A scalar t (a python float or
+a 0-d tensor) becomes (1, ..., 1) and applies to every sample; a t whose length is not B is an error that
+names both shapes. Networks take t as (B,) (`batch_times` repeats a scalar).
+"""
 
 from __future__ import annotations
 
