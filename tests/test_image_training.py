@@ -218,6 +218,18 @@ def test_sample_script_writes_a_grid_and_raw_samples(tmp_path):
     assert saved["images"].shape == (12, 1, 8, 8) and saved["labels"].tolist() == [3, 5] * 6
 
 
+@pytest.fixture(scope="module")
+def sample_inputs(tmp_path_factory):
+    """A trained run, a garbage and a truncated checkpoint, for the sampling script's bad-input cases."""
+    tmp_path = tmp_path_factory.mktemp("bad_sample_inputs")
+    train(tiny_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2}), data=blob_images(32), progress=False)
+    ckpt = tmp_path / "run" / "ckpt-00000002.safetensors"
+    (tmp_path / "garbage.safetensors").write_bytes(b"not a checkpoint at all")
+    (tmp_path / "truncated.safetensors").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    return {"missing": tmp_path / "nope.safetensors", "garbage": tmp_path / "garbage.safetensors",
+            "truncated": tmp_path / "truncated.safetensors", "run": tmp_path / "run", "tmp": tmp_path}
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -229,19 +241,18 @@ def test_sample_script_writes_a_grid_and_raw_samples(tmp_path):
         (["{run}", "--out", "{tmp}/g.png", "--classes", "cat"], "unknown class 'cat'"),
     ],
 )
-def test_sample_script_bad_input_is_one_line(tmp_path, args, message):
-    data = blob_images(32)
-    train(tiny_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2}), data=data, progress=False)
-    ckpt = tmp_path / "run" / "ckpt-00000002.safetensors"
-    (tmp_path / "garbage.safetensors").write_bytes(b"not a checkpoint at all")
-    (tmp_path / "truncated.safetensors").write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    paths = {"missing": tmp_path / "nope.safetensors", "garbage": tmp_path / "garbage.safetensors",
-             "truncated": tmp_path / "truncated.safetensors", "run": tmp_path / "run", "tmp": tmp_path}
-    argv = [a.format(**paths) for a in args]
-    proc = subprocess.run([sys.executable, str(REPO / "scripts/sample_images.py"), *argv], capture_output=True, text=True)
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+def test_sample_script_bad_input_is_one_line(sample_inputs, args, message, capsys):
+    # in this process (run() is exactly what scripts/sample_images.py calls); a real process's missing traceback is
+    # tested by test_reliability.py::test_a_bad_input_process_prints_no_traceback
+    from imgflow.cli import run
+    from imgflow.cli.sample import main as sample_main
+
+    tmp_path = sample_inputs["tmp"]
+    argv = [a.format(**sample_inputs) for a in args]
+    capsys.readouterr()
+    assert run(sample_main, argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "g.png").exists()
 
 
