@@ -175,15 +175,23 @@ class Samples:
         return trajectory_strip(self._trajectory())
 
 
-def trajectory_indices(num_states: int, trajectory: bool | int) -> list[int] | None:
-    """Which of a solver's `num_states` grid states (steps + 1, noise first) `trajectory=` keeps: None for
-    False, all for True, k about evenly spaced ones (always the first and the last) for an integer k >= 2."""
+def trajectory_indices(grid: Tensor, trajectory: bool | int | Sequence[float]) -> list[int] | None:
+    """Which states of a solver's time grid (T,) (steps + 1 states, the noise at grid[0] first) `trajectory=` keeps:
+    None for False, all for True, k about evenly spaced ones (always the first and the last) for an integer k >= 2,
+    and for a sequence of times in [0, 1] the grid state nearest to each (in time order, each state once)."""
+    num_states = grid.numel()
     if trajectory is False or trajectory is None:
         return None
     if trajectory is True:
         return list(range(num_states))
+    if isinstance(trajectory, Sequence) and not isinstance(trajectory, str):
+        times = [float(t) for t in trajectory] if all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in trajectory) else []
+        if not times or not all(0.0 <= t <= 1.0 for t in times):
+            raise ConfigError(f"trajectory times must be a non-empty list of numbers in [0, 1] (0 noise, 1 data), got {trajectory!r}")
+        return sorted({int((grid - t).abs().argmin()) for t in times})
     if isinstance(trajectory, bool) or not isinstance(trajectory, int) or trajectory < 2:
-        raise ConfigError(f"trajectory must be False, True (every state) or an integer >= 2 (that many states), got {trajectory!r}")
+        raise ConfigError("trajectory must be False, True (every state), an integer >= 2 (that many states) or a list of times "
+                          f"in [0, 1], got {trajectory!r}")
     if trajectory > num_states:
         raise ConfigError(f"trajectory={trajectory} asks for more states than the sampler's grid has ({num_states} = steps + 1): "
                           "use trajectory=True or more steps")
@@ -393,7 +401,7 @@ class Sampler:
                steps: int | None = None, time_grid: str | None = None, sde_epsilon: float | None = None,
                rtol: float | None = None, atol: float | None = None, seed: int = 0, batch_size: int = 256,
                progress: bool = False, clip: bool = True, noise: Tensor | None = None,
-               trajectory: bool | int = False) -> Samples:
+               trajectory: bool | int | Sequence[float] = False) -> Samples:
         """Draw `num` images.
 
         labels: None (cycle through every class), a class (index or name), a list of classes
@@ -405,7 +413,8 @@ class Sampler:
         noise: (num, *latent_spec.shape) starting noise instead of the seeded draws (e.g. `interpolate`'s).
         A latent model's samples are decoded by its autoencoder: images, not latents.
         trajectory: also keep intermediate states on the solver's time grid (steps + 1 states from the noise at
-        t = 0 to the samples at t = 1): True keeps all, an integer k about evenly spaced k of them; they come back
+        t = 0 to the samples at t = 1): True keeps all, an integer k about evenly spaced k of them, a list of times the
+        grid state nearest to each (trajectory=[0, 0.5, 0.9, 1]); they come back
         as `Samples.trajectory` (num, k, C, H, W), decoded and clipped like the images, with `trajectory_times`
         (k,), for `Samples.save_gif` and `Samples.trajectory_strip`. The samples are the same either way.
         """
@@ -416,7 +425,7 @@ class Sampler:
         settings = self.settings(solver, steps, time_grid, guidance, sde_epsilon, rtol, atol)
         y_all = self.labels(num, labels)
         # the grid is the same for every batch: check `trajectory` before any work
-        keep = trajectory_indices(settings.steps + 1, trajectory)
+        keep = trajectory_indices(named_time_grid(settings.time_grid, settings.steps), trajectory)
         was_training = self.model.training
         self.model.eval()
         out: list[Tensor] = []

@@ -44,8 +44,15 @@ def test_trajectory_keeps_the_solver_states_and_leaves_the_samples_unchanged(sam
 
 
 def test_trajectory_indices_and_bad_requests(sampler):
-    assert trajectory_indices(21, 5) == [0, 5, 10, 15, 20] and trajectory_indices(3, True) == [0, 1, 2]
-    assert trajectory_indices(21, False) is None and trajectory_indices(11, 2) == [0, 10]
+    grid = torch.linspace(0, 1, 21)
+    assert trajectory_indices(grid, 5) == [0, 5, 10, 15, 20] and trajectory_indices(grid[:3], True) == [0, 1, 2]
+    assert trajectory_indices(grid, False) is None and trajectory_indices(grid[:11], 2) == [0, 10]
+    assert trajectory_indices(grid, [1.0, 0.0, 0.51, 0.52]) == [0, 10, 20]  # nearest states, in time order, once each
+    late = sampler.sample(3, steps=4, seed=1, time_grid="uniform", trajectory=[0.5, 1.0])
+    assert torch.allclose(late.trajectory_times, torch.tensor([0.5, 1.0])) and torch.equal(late.trajectory[:, -1], late.images)
+    for bad in ([], [1.5], ["a"], [True]):
+        with pytest.raises(ConfigError, match=r"trajectory times must be .* in \[0, 1\]"):
+            sampler.sample(2, steps=4, trajectory=bad)
     for bad in (1, 0, -2, 2.5, "all"):
         with pytest.raises(ConfigError, match="trajectory must be"):
             sampler.sample(2, steps=4, trajectory=bad)
