@@ -1,13 +1,19 @@
-"""Matplotlib helpers (Agg backend) for the lab's pictures: samples, contours, trajectories, fields."""
+"""Matplotlib helpers for the lab's pictures: samples, contours, trajectories, fields.
+
+Scripts draw with the Agg backend (files, no window); inside a Jupyter kernel the notebook's own (inline)
+backend is kept, so `plt.show()` shows the figure in the notebook.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+if "ipykernel" not in sys.modules:
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch

@@ -19,11 +19,12 @@
 # Full size: a few minutes on a CPU; `IMGFLOW_NOTEBOOK_SIZE=ci` runs it in seconds (less trained models).
 
 # %%
+import base64
 import os
 from pathlib import Path
 
 import torch
-from IPython.display import Image, display
+from IPython.display import HTML, display
 
 from imgflow.core import (
     ConditionalVectorFieldODE,
@@ -61,6 +62,13 @@ ITERATIONS = 150 if SMALL else 3_000
 BATCH = 256 if SMALL else 500
 N = 1_000 if SMALL else 5_000
 torch.manual_seed(0)
+
+
+def show_gif(path: Path) -> None:
+    """Show a GIF in the notebook (as an inline <img>, which every notebook viewer and the docs site display)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    display(HTML(f'<img src="data:image/gif;base64,{data}" alt="{Path(path).name}">'))
+
 
 target = GaussianMixture.symmetric_2D(nmodes=5, std=0.5, scale=5.0)   # the lab's 5-mode mixture
 path = GaussianPath(schedule_from_name("linear"), p_data=target)       # alpha_t = t, beta_t = 1 - t
@@ -195,7 +203,7 @@ traj = make_solver("euler", LearnedVectorFieldODE(board_model)).simulate_with_tr
 keep = slice(None, None, 8 if SMALL else 2)
 gif = animate_particles(OUT / "circles_to_checkerboard.gif", traj[:, keep], ts[keep], field=board_model,
                         bounds=(-5, 5, -5, 5), title="circles -> checkerboard")
-display(Image(filename=str(gif)))
+show_gif(gif)
 on_black = Checkerboard(grid_size=4, scale=4.0).is_black(traj[:, -1]).float().mean()
 print(f"share of particles on the checkerboard's squares at t = 1: {on_black:.2f} (source: "
       f"{Checkerboard(grid_size=4, scale=4.0).is_black(start).float().mean():.2f})")
@@ -208,7 +216,7 @@ ts = uniform_time_grid(5 if SMALL else 40)
 traj = make_solver("euler", LearnedVectorFieldODE(exact)).simulate_with_trajectory(torch.randn(N // 2, 2), ts)
 gif = animate_particles(OUT / "exact_mixture_flow.gif", traj, ts, density=exact.log_density, field=exact.velocity,
                         bounds=BOUNDS, title="exact flow", grid=40 if SMALL else 80)
-display(Image(filename=str(gif)))
+show_gif(gif)
 
 # %% [markdown]
 # ## The numeric checks
