@@ -54,9 +54,9 @@ PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
     ),
     PretrainedModel(
         "mnist-meanflow", "mnist_meanflow.safetensors", "sampler",
-        "class-conditional one-step MNIST (MeanFlow): configs/mnist_meanflow.toml after 1,600 steps (EMA 0.999); "
+        "class-conditional one-step MNIST (MeanFlow): configs/mnist_meanflow.toml after 3,000 steps (EMA 0.999); "
         "sample with the flow-map solver in 1 or 2 steps",
-        (f"python scripts/train_images.py --config configs/mnist_meanflow.toml {_DATA} --train.steps 1600 "
+        (f"python scripts/train_images.py --config configs/mnist_meanflow.toml {_DATA} --train.steps 3000 "
          "--run.output_dir runs/pretrained-mnist-meanflow --threads 1",
          "python scripts/export_pretrained.py runs/pretrained-mnist-meanflow --name mnist-meanflow"),
     ),
