@@ -1,6 +1,7 @@
 """Schedules, paths and conversions of the shared core."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -49,6 +50,20 @@ def test_expand_like_shapes():
     assert expand_like(torch.rand(4), torch.zeros(4, 2)).shape == (4, 1)  # 2-D points: the same call as images
     with pytest.raises(ValueError, match="does not match"):
         expand_like(torch.rand(3), x)
+
+
+def test_expand_like_scales_samples_where_plain_broadcasting_scales_coordinates():
+    """The learners' bug in numbers: for B = 2 points (2, 2), (B,) * x broadcasts silently but along the coordinates."""
+    t, x = torch.tensor([0.0, 1.0]), torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert torch.equal(expand_like(t, x) * x, torch.tensor([[0.0, 0.0], [3.0, 4.0]]))  # sample 0 at t = 0, sample 1 at t = 1
+    assert torch.equal(t * x, torch.tensor([[0.0, 2.0], [0.0, 4.0]]))  # what t * x does instead: coordinate 0 zeroed
+    images = torch.ones(2, 3, 4, 4)
+    assert torch.equal((expand_like(t, images) * images).sum((1, 2, 3)), torch.tensor([0.0, 48.0]))
+    with pytest.raises(RuntimeError):  # and for images plain (B,) * x fails unless W happens to be B (or B = 1)
+        torch.rand(2) * torch.ones(2, 3, 4, 5)
+    for bad, like in ((torch.rand(3), torch.zeros(4, 2)), (torch.rand(4, 2), torch.zeros(4, 2)), (torch.rand(4, 3), images)):
+        with pytest.raises(ValueError, match=re.escape(f"time of shape {tuple(bad.shape)} does not match a batch of shape {tuple(like.shape)}")):
+            expand_like(bad, like)
 
 
 def test_gaussian_path_moments_and_fields():

@@ -8,7 +8,7 @@ dynamics and solvers all come from imgflow.core; nothing here re-implements them
 
 from toy.densities import Checkerboard, Circles, Density, Gaussian, GaussianMixture, Moons
 from toy.gmm_fields import GaussianMixtureMarginals
-from toy.irreducible import IrreducibleLoss, irreducible_flow_matching_loss
+from toy.irreducible import LossEstimate, flow_matching_excess, irreducible_flow_matching_loss
 from toy.metrics import energy_distance, excess_kurtosis, null_distance_band, null_energy_band, relative_l2, sliced_wasserstein
 from toy.models import MLPConditionalField, MLPFlowMap, MLPScore, MLPVectorField, build_mlp
 from toy.processes import BrownianMotion, LangevinDynamics, LinearDecayODE, OrnsteinUhlenbeck
@@ -22,9 +22,9 @@ __all__ = [
     "Gaussian",
     "GaussianMixture",
     "GaussianMixtureMarginals",
-    "IrreducibleLoss",
     "LangevinDynamics",
     "LinearDecayODE",
+    "LossEstimate",
     "MLPConditionalField",
     "MLPFlowMap",
     "MLPScore",
@@ -34,6 +34,7 @@ __all__ = [
     "build_mlp",
     "energy_distance",
     "excess_kurtosis",
+    "flow_matching_excess",
     "irreducible_flow_matching_loss",
     "null_distance_band",
     "null_energy_band",

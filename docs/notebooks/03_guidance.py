@@ -49,8 +49,8 @@ torch.manual_seed(0)
 # ## Three overlapping modes
 #
 # The labels are the mixture's components. What you would write for label dropout is one line, the right way
-# round: a label is *replaced by the null label* with probability $p$ (the library's `drop_labels`, which the
-# image trainer uses too):
+# round: a label is *replaced by the null label* with probability $p$ (the library's `drop_labels`; the image
+# trainer uses its two pieces, `label_drop_mask` and `apply_label_drop`):
 
 # %%
 mixture = GaussianMixture.symmetric_2D(nmodes=3, std=1.0, scale=2.0)

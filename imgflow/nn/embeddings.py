@@ -22,8 +22,10 @@ __all__ = [
     "ClassEmbedding",
     "FourierTimeEmbedding",
     "SinusoidalTimeEmbedding",
+    "apply_label_drop",
     "drop_labels",
     "fourier_features",
+    "label_drop_mask",
     "make_time_embedding",
     "sinusoidal_features",
     "time_vector",
@@ -178,12 +180,32 @@ class ClassEmbedding(nn.Module):
         return self.embedding(self.labels(y, batch_size, device))
 
 
+def label_drop_mask(n: int, p: float, generator: torch.Generator | None = None,
+                    device: torch.device | str | None = None) -> Tensor:
+    """(n,) bool, True with probability p each: the labels that classifier-free guidance training drops.
+
+    One uniform draw per label, always (also at p = 0), so a trainer's later draws from the same generator
+    do not depend on p. True means "dropped": `apply_label_drop` turns those labels into the null label.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"label drop probability must be in [0, 1], got {p}")
+    return torch.rand(n, generator=generator, device=device) < p
+
+
+def apply_label_drop(y: Tensor, drop: Tensor, null_index: int) -> Tensor:
+    """y (B,) with the labels where drop (B,) is True replaced by `null_index` (= num_classes); the rest unchanged."""
+    return torch.where(drop.to(y.device), torch.full_like(y, null_index), y)
+
+
 def drop_labels(y: Tensor, p: float, null_index: int, generator: torch.Generator | None = None) -> Tensor:
-    """Replace each label by `null_index` with probability p (classifier-free guidance training)."""
+    """Replace each label of y (B,) by `null_index` with probability p (classifier-free guidance training).
+
+    `label_drop_mask` then `apply_label_drop`, the two pieces the image trainer uses (it draws the mask with the
+    rest of its batch). At p = 0 y is returned as it is and nothing is drawn.
+    """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"label drop probability must be in [0, 1], got {p}")
     if p == 0.0:
         return y
     device = generator.device if generator is not None else y.device
-    drop = (torch.rand(y.shape, generator=generator, device=device) < p).to(y.device)
-    return torch.where(drop, torch.full_like(y, null_index), y)
+    return apply_label_drop(y, label_drop_mask(y.shape[0], p, generator, device), null_index)

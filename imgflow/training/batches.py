@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from imgflow.data import ImageData
+from imgflow.nn.embeddings import apply_label_drop, label_drop_mask
 from imgflow.seeding import generator
 
 #: draws (times t, second times r or None) for n samples from a generator on a device
@@ -89,7 +90,7 @@ def draw_global_batch(step: int, *, seed: int, schedule: BatchSchedule, image_sh
     gen = generator(seed, "step", step, device=device)
     times, second = draw_times(b, gen, device)
     noise = torch.randn((b, *image_shape), generator=gen, device=device)
-    drop = torch.rand(b, generator=gen, device=device) < label_dropout
+    drop = label_drop_mask(b, label_dropout, generator=gen, device=device)
     flip = torch.rand(b, generator=gen, device=device) < 0.5
     return GlobalBatch(step, schedule.indices(step), times, noise, drop, flip, second)
 
@@ -119,6 +120,6 @@ def assemble_micro_batch(batch: GlobalBatch, rows: slice, data: ImageData, *, hf
     if null_label is not None:
         if y is None:
             raise ValueError("a class-conditional model needs labelled data")
-        labels = torch.where(batch.drop_label[rows], torch.full_like(y, null_label), y)
+        labels = apply_label_drop(y, batch.drop_label[rows], null_label)
     second = batch.second_times[rows] if batch.second_times is not None else None
     return MicroBatch(x, batch.times[rows], batch.noise[rows], labels, second, batch.step, rows.start or 0)
