@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+def _grid_image(images: Tensor, nrow: int, padding: int) -> Image.Image:
+    """(N, C, H, W) [-1, 1] images (clipped) in torchvision's make_grid layout as one PIL image (mode L for one channel)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.float().clamp(-1, 1) * 0.5 + 0.5, nrow=nrow, padding=padding)
+    pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(pixels[..., 0] if images.shape[1] == 1 else pixels)
+
+
+def _check_trajectory(trajectory: Tensor) -> None:
+    if trajectory.dim() != 5:
+        raise ConfigError(f"an image trajectory is (N, T, C, H, W), got shape {tuple(trajectory.shape)}")
+
+
 def image_trajectory_frames(trajectory: Tensor, nrow: int = 8, scale: int = 2, padding: int = 2) -> list[Image.Image]:
     """T grid images from a trajectory (N, T, C, H, W) of [-1, 1] images (values outside are clipped).
 
@@ -28,17 +43,13 @@ def image_trajectory_frames(trajectory: Tensor, nrow: int = 8, scale: int = 2, p
     repeated `scale` times (28 px digits are small on a screen).
     """
     from PIL import Image
-    from torchvision.utils import make_grid
 
-    if trajectory.dim() != 5:
-        raise ConfigError(f"an image trajectory is (N, T, C, H, W), got shape {tuple(trajectory.shape)}")
+    _check_trajectory(trajectory)
     if scale < 1:
         raise ConfigError(f"scale must be >= 1, got {scale}")
     frames = []
     for k in range(trajectory.shape[1]):
-        grid = make_grid(trajectory[:, k].float().clamp(-1, 1) * 0.5 + 0.5, nrow=nrow, padding=padding)
-        pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        image = Image.fromarray(pixels[..., 0] if trajectory.shape[2] == 1 else pixels)
+        image = _grid_image(trajectory[:, k], nrow, padding)
         if scale > 1:
             image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
         frames.append(image)
@@ -47,15 +58,9 @@ def image_trajectory_frames(trajectory: Tensor, nrow: int = 8, scale: int = 2, p
 
 def trajectory_strip(trajectory: Tensor, padding: int = 2) -> Image.Image:
     """One picture of a trajectory (N, T, C, H, W): a row per sample, its states from left (noise) to right."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    if trajectory.dim() != 5:
-        raise ConfigError(f"an image trajectory is (N, T, C, H, W), got shape {tuple(trajectory.shape)}")
+    _check_trajectory(trajectory)
     n, t = trajectory.shape[:2]
-    grid = make_grid(trajectory.reshape(n * t, *trajectory.shape[2:]).float().clamp(-1, 1) * 0.5 + 0.5, nrow=t, padding=padding)
-    pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(pixels[..., 0] if trajectory.shape[2] == 1 else pixels)
+    return _grid_image(trajectory.reshape(n * t, *trajectory.shape[2:]), t, padding)
 
 
 __all__ = ["image_trajectory_frames", "save_gif", "trajectory_strip"]

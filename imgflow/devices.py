@@ -14,9 +14,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-#: the order in which `default_device` looks for hardware
-DEVICE_ORDER = ("cuda", "mps", "cpu")
-
 
 def mps_available() -> bool:
     """Whether this torch build can use Apple's Metal GPU here."""
@@ -56,4 +53,4 @@ def to_device(x: Tensor, device: torch.device | str) -> Tensor:
     return x.to(device=device, dtype=float_dtype(device, x.dtype)) if x.is_floating_point() else x.to(device)
 
 
-__all__ = ["DEVICE_ORDER", "default_device", "float_dtype", "has_float64", "mps_available", "resolve_device", "to_device"]
+__all__ = ["default_device", "float_dtype", "has_float64", "mps_available", "resolve_device", "to_device"]

@@ -175,6 +175,11 @@ class Samples:
         return trajectory_strip(self._trajectory())
 
 
+def _clip_finite(x: Tensor) -> Tensor:
+    """x clipped to the data range [-1, 1]; non-finite values are kept, so a diverged sample stays visible."""
+    return torch.where(torch.isfinite(x), x.clamp(-1.0, 1.0), x)
+
+
 def trajectory_indices(grid: Tensor, trajectory: bool | int | Sequence[float]) -> list[int] | None:
     """Which states of a solver's time grid (T,) (steps + 1 states, the noise at grid[0] first) `trajectory=` keeps:
     None for False, all for True, k about evenly spaced ones (always the first and the last) for an integer k >= 2,
@@ -455,11 +460,11 @@ class Sampler:
                     path = path.flatten(0, 1)
                     if self.codec is not None:
                         path = self.codec.decode(path).float()
-                    path = torch.where(torch.isfinite(path), path.clamp(-1.0, 1.0), path) if clip else path
+                    path = _clip_finite(path) if clip else path
                     states.append(path.unflatten(0, (len(idx), len(keep))).cpu())
                 if self.codec is not None:
                     x = self.codec.decode(x).float()
-                out.append((torch.where(torch.isfinite(x), x.clamp(-1.0, 1.0), x) if clip else x).cpu())
+                out.append((_clip_finite(x) if clip else x).cpu())
                 nfe = max(nfe, ode_solver.nfe)
         finally:
             self.model.train(was_training)

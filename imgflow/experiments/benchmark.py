@@ -129,7 +129,8 @@ def time_sampling(config: str | Path, num_images: int, nfe: int, overrides: dict
     from imgflow.factory import build_model
     from imgflow.sampler import Sampler
 
-    cfg = load_config(resolve_config(config), {**_random_data(resolve_config(config)), **(overrides or {})})
+    path = resolve_config(config)
+    cfg = load_config(path, {**_random_data(path), **(overrides or {})})
     spec = fake_data(cfg, 1).spec
     codec = None
     if cfg.data.autoencoder:  # a latent model: it samples latents and decodes them with the autoencoder
@@ -153,7 +154,8 @@ def time_sampling(config: str | Path, num_images: int, nfe: int, overrides: dict
 def _is_autoencoder(config: str | Path) -> bool:
     from imgflow.nn.backbones import backbone
 
-    return backbone(load_config(resolve_config(config), _random_data(resolve_config(config))).model.arch).kind == "autoencoder"
+    path = resolve_config(config)
+    return backbone(load_config(path, _random_data(path)).model.arch).kind == "autoencoder"
 
 
 def machine_info() -> dict[str, Any]:

@@ -6,7 +6,7 @@
 
 Each file is an ordinary imgflow checkpoint holding only the EMA weights in float16 (about 1.4 MB for the
 687 k-parameter U-Net), its model record and its training config; `PRETRAINED` says how each was trained
-(the exact commands, so anyone can reproduce it) and what it scored. The project's MNIST classifier
+(the exact commands, so anyone can reproduce it); docs/faq.md has what each scored. The project's MNIST classifier
 (`scripts/train_classifier.py`, float16) ships too, as "mnist-classifier", for class accuracy and FID(clf)
 of samples without training one. `export_pretrained` writes such a file from a run.
 """
@@ -27,7 +27,7 @@ FOLDER = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class PretrainedModel:
-    """One shipped file: what it is, how it was made, what it measured."""
+    """One shipped file: what it is and how it was made."""
 
     name: str
     file: str
