@@ -20,14 +20,16 @@ __version__ = "0.2.0"
 
 _EXPORTS = {
     "Sampler": "imgflow.sampler",
-    "Samples": "imgflow.sampler",
-    "SamplingSettings": "imgflow.sampler",
+    "Samples": "imgflow.samples",
+    "SamplingSettings": "imgflow.core.sampling_settings",
     "RunConfig": "imgflow.config",
     "ConfigError": "imgflow.config",
     "load_config": "imgflow.config",
     "DataSpec": "imgflow.data",
     "ImageData": "imgflow.data",
     "load_dataset": "imgflow.data",
+    "ResolvedRun": "imgflow.resolved_run",
+    "resolve_run": "imgflow.resolved_run",
     "Trainer": "imgflow.training.trainer",
     "TrainResult": "imgflow.training.trainer",
     "train": "imgflow.training.trainer",

@@ -11,24 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor
 
 from imgflow.config import ConfigError
 from imgflow.core.gif import save_gif
+from imgflow.grids import grid_image
 
 if TYPE_CHECKING:
     from PIL import Image
-
-
-def _grid_image(images: Tensor, nrow: int, padding: int) -> Image.Image:
-    """(N, C, H, W) [-1, 1] images (clipped) in torchvision's make_grid layout as one PIL image (mode L for one channel)."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-
-    grid = make_grid(images.float().clamp(-1, 1) * 0.5 + 0.5, nrow=nrow, padding=padding)
-    pixels = grid.mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(pixels[..., 0] if images.shape[1] == 1 else pixels)
 
 
 def _check_trajectory(trajectory: Tensor) -> None:
@@ -49,7 +39,7 @@ def image_trajectory_frames(trajectory: Tensor, nrow: int = 8, scale: int = 2, p
         raise ConfigError(f"scale must be >= 1, got {scale}")
     frames = []
     for k in range(trajectory.shape[1]):
-        image = _grid_image(trajectory[:, k], nrow, padding)
+        image = grid_image(trajectory[:, k], nrow, padding)
         if scale > 1:
             image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
         frames.append(image)
@@ -60,7 +50,7 @@ def trajectory_strip(trajectory: Tensor, padding: int = 2) -> Image.Image:
     """One picture of a trajectory (N, T, C, H, W): a row per sample, its states from left (noise) to right."""
     _check_trajectory(trajectory)
     n, t = trajectory.shape[:2]
-    return _grid_image(trajectory.reshape(n * t, *trajectory.shape[2:]), t, padding)
+    return grid_image(trajectory.reshape(n * t, *trajectory.shape[2:]), t, padding)
 
 
 __all__ = ["image_trajectory_frames", "save_gif", "trajectory_strip"]

@@ -1,21 +1,37 @@
 """Run configuration: TOML files, command-line overrides and validation.
 
 A run is described by one TOML file with the sections [run], [data], [model], [flow],
-[train] and [sample]; every key has a default here. Any key can be overridden from the
-command line as `--section.key value`. Unknown keys, wrong types and out-of-range values
-are rejected with a one-line `ConfigError` before any work starts.
+[train] and [sample]; every key has a default here. Four sections pick a registry entry whose
+own keys live in a sub-table: [data.<dataset>], [model.<arch>], [flow.<objective>] and
+[sample.<solver>]. Any key can be overridden from the command line as `--section.key value`.
+
+Unknown keys, wrong types, out-of-range values and keys that would have no effect (data.resize
+for a folder, flow.schedule for an autoencoder, a second_time for a velocity model, ...) are
+rejected with a one-line `ConfigError` before any work starts. A config imgflow wrote itself
+(a checkpoint's, a run folder's config.json) is read with `RunConfig.from_json`: keys of an
+earlier layout are mapped (imgflow.config_migrations) and keys that had no effect where it was
+written are dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from accelerate.utils import LoggerType
+
+from imgflow.config_migrations import migrate_flat, migrate_variant_keys
+from imgflow.core import REDUCTIONS, SCHEDULES, SOLVERS, TIME_GRIDS
+from imgflow.core.registry import did_you_mean
+from imgflow.core.sampling_settings import SamplingSettings
+from imgflow.data.sources import DATASETS
+from imgflow.nn.backbones import BACKBONES
+from imgflow.objectives import OBJECTIVES, PREDICTIONS, FlowSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -27,11 +43,10 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that names the key and the fix."""
 
 
-@dataclass
-class RunSection:
-    name: str = "run"
-    output_dir: str = "runs/run"
-    seed: int = 0
+def _default(obj: Any, key: str) -> Any:
+    """The default of a dataclass field."""
+    f = next(f for f in dataclasses.fields(obj) if f.name == key)
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
 
 
 class VariantSection:
@@ -43,31 +58,52 @@ class VariantSection:
     """
 
     selector: typing.ClassVar[str]
+    registry: typing.ClassVar[Any]  # name -> entry with an `options` dataclass
 
     def variant(self, name: str) -> Any:
         store = self.__dict__.setdefault("_variants", {})
         if name not in store:
-            store[name] = variant_registry(self)[name]()
+            store[name] = self.registry[name].options()
         return store[name]
 
     @property
     def options(self) -> Any:
         return self.variant(getattr(self, self.selector))
 
+    @property
+    def selected(self) -> str:
+        return getattr(self, self.selector)
+
     def variant_names(self) -> tuple[str, ...]:
-        return tuple(variant_registry(self))
+        return tuple(self.registry)
+
+    def set_option(self, variant: str, key: str, value: Any) -> None:
+        """Set an entry's own key (frozen options, such as a solver's, are replaced by a changed copy)."""
+        options = self.variant(variant)
+        if options.__dataclass_params__.frozen:
+            self.__dict__["_variants"][variant] = dataclasses.replace(options, **{key: value})
+        else:
+            setattr(options, key, value)
+        self.__dict__.setdefault("_set_variants", set()).add(variant)
+
+    def set_variants(self) -> set[str]:
+        """The entries whose own keys were set (by a file, the command line or `set_option`)."""
+        return set(self.__dict__.get("_set_variants", ()))
 
     def __getattr__(self, name: str) -> Any:
         """cfg.model.unet, cfg.flow.mean_flow, cfg.data.folder: a registered entry's options by its name."""
         if name.startswith("_"):
             raise AttributeError(name)
-        try:
-            registry = variant_registry(self)
-        except Exception:  # pragma: no cover - registry not importable yet
-            registry = {}
-        if name in registry:
+        if name in type(self).registry:
             return self.variant(name)
         raise AttributeError(f"{type(self).__name__} has no key or section {name!r}")
+
+
+@dataclass
+class RunSection:
+    name: str = "run"
+    output_dir: str = "runs/run"
+    seed: int = 0
 
 
 @dataclass
@@ -75,11 +111,12 @@ class DataSection(VariantSection):
     """[data]; the options of a data source live in [data.<dataset>] (e.g. [data.folder] path = "...")."""
 
     selector: typing.ClassVar[str] = "dataset"
+    registry: typing.ClassVar[Any] = DATASETS
     dataset: str = "mnist"  # folder (your images at data.folder.path) or a torchvision dataset (mnist, fashion_mnist, cifar10, ...)
     data_root: str = "data"  # where torchvision datasets live
     image_size: int = 28  # 28 keeps MNIST as is; 32 pads (or resizes, see resize) it
     resize: bool = False  # torchvision data: True = bilinear resize to image_size (the course lab); False = pad with background
-    download: bool = True
+    download: bool = True  # torchvision data: download where a network exists
     hflip: bool = False  # random horizontal flips (datasets whose classes survive a mirror image)
     autoencoder: str = ""  # latent training: an autoencoder checkpoint (file or run folder); the data is encoded once
     latent_cache_dir: str = ""  # where encoded datasets are cached (default ~/.cache/imgflow/latents)
@@ -90,6 +127,7 @@ class ModelSection(VariantSection):
     """[model]; the network's own keys live in [model.<arch>] (e.g. [model.unet] base_channels = 16)."""
 
     selector: typing.ClassVar[str] = "arch"
+    registry: typing.ClassVar[Any] = BACKBONES
     arch: str = "unet"  # a registered backbone: unet | lab_unet | dit | ...
     class_conditional: bool = True  # take class labels when the data has them (guidance needs it)
 
@@ -99,19 +137,20 @@ class FlowSection(VariantSection):
     """[flow]; an objective's own keys live in [flow.<objective>] (e.g. [flow.mean_flow] guidance = 1.5)."""
 
     selector: typing.ClassVar[str] = "objective"
+    registry: typing.ClassVar[Any] = OBJECTIVES
     objective: str = "flow_matching"  # flow_matching (a velocity model) | mean_flow (a flow map for 1-2 step sampling) | autoencoder
     schedule: str = "linear"  # linear (linear path) | cosine | sqrt (Gaussian paths)
     prediction: str = "velocity"  # velocity | noise
     loss_reduction: str = "mean"  # mean (per-dim) | sum (per-sample sum of squares)
-    time_sampling: str = "uniform"  # uniform | logit_normal
-    logit_normal_mean: float = 0.0
-    logit_normal_std: float = 1.0
     label_dropout: float = 0.1
+
+    def settings(self) -> FlowSettings:
+        """The typed view an objective reads."""
+        return FlowSettings(self.schedule, self.prediction, self.loss_reduction)
 
 
 @dataclass
 class TrainSection:
-
     steps: int = 10_000
     init_from: str = ""  # start from this checkpoint's weights (file or run folder; a flow map from a velocity model); "" = from scratch
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
@@ -136,17 +175,26 @@ class TrainSection:
     keep_last: int = 3
 
 
+_SAMPLING = SamplingSettings()
+
+
 @dataclass
-class SampleSection:
-    solver: str = "euler"  # euler | midpoint | heun | rk4 | adaptive | euler_maruyama | flow_map | consistency
-    num_steps: int = 50
-    time_grid: str = "auto"  # auto (the solver's default) | uniform | late (denser near t = 1)
-    guidance_scale: float = 1.0
-    sde_epsilon: float = 1.0
+class SampleSection(VariantSection):
+    """[sample]: the run's default sampler (its grids, and what `Sampler.from_checkpoint` uses unless told otherwise);
+    a solver's own settings live in [sample.<solver>] (e.g. [sample.adaptive] rtol = 1e-5). `settings()` is the one
+    `SamplingSettings` these keys describe."""
+
+    selector: typing.ClassVar[str] = "solver"
+    registry: typing.ClassVar[Any] = SOLVERS
+    solver: str = _SAMPLING.solver  # euler | midpoint | heun | rk4 | adaptive | euler_maruyama | flow_map | consistency
+    num_steps: int = _SAMPLING.steps
+    time_grid: str = _SAMPLING.time_grid  # auto (the solver's default) | uniform | late (denser near t = 1)
+    guidance_scale: float = _SAMPLING.guidance
     num_images: int = 64
     seed: int = 0
-    rtol: float = 1e-4
-    atol: float = 1e-4
+
+    def settings(self) -> SamplingSettings:
+        return SamplingSettings(self.solver, self.num_steps, self.time_grid, self.guidance_scale, self.options)
 
 
 @dataclass
@@ -159,73 +207,61 @@ class RunConfig:
     sample: SampleSection = field(default_factory=SampleSection)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """{'section': {'key': value, '<selected variant>': {'key': value}}}, as a TOML file would nest it."""
+        """{'section': {'key': value, '<selected variant>': {'key': value}}}, as a TOML file would nest it; keys that have no
+        effect for the selected entries (`unused_keys`) are left out, so the result reads back strictly."""
+        unused = unused_keys(self)
         out: dict[str, dict[str, Any]] = {}
         for f in dataclasses.fields(self):
             obj = getattr(self, f.name)
-            out[f.name] = dataclasses.asdict(obj)
+            out[f.name] = {k: v for k, v in dataclasses.asdict(obj).items() if f"{f.name}.{k}" not in unused}
             if isinstance(obj, VariantSection):
-                out[f.name][getattr(obj, obj.selector)] = dataclasses.asdict(obj.options)
+                own = {k: v for k, v in dataclasses.asdict(obj.options).items() if f"{f.name}.{obj.selected}.{k}" not in unused}
+                if own:
+                    out[f.name][obj.selected] = own
         return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "config", lenient: bool = False) -> RunConfig:
+    def from_dict(cls, raw: dict[str, Any], source: str = "config", lenient: bool = False, written: bool = False) -> RunConfig:
         """Build and validate from {'section': {'key': value}}; unknown keys are errors.
 
-        lenient: for reading what an older or newer version wrote (a checkpoint's record of its training
-        config): keys that moved are mapped, unknown keys are dropped, and nothing is range-checked.
+        written: a config imgflow wrote (a checkpoint's or a run folder's): keys that had no effect where it was written
+        are dropped. lenient: for reading what an older or newer version wrote: unknown keys are dropped too, and
+        nothing is range-checked.
         """
         cfg = cls()
-        apply_tables(cfg, raw, source, lenient=lenient)
+        apply_tables(cfg, raw, source, lenient=lenient, written=written or lenient)
         if not lenient:
             validate(cfg)
         return cfg
 
     @classmethod
     def from_json(cls, text: str, source: str = "checkpoint metadata", lenient: bool = False) -> RunConfig:
-        return cls.from_dict(json.loads(text), source, lenient)
+        """A config imgflow wrote (to_json), as it reads today."""
+        return cls.from_dict(json.loads(text), source, lenient, written=True)
 
 
 SECTIONS = [f.name for f in dataclasses.fields(RunConfig)]
+#: the selector key of each variant section: {'data': 'data.dataset', 'model': 'model.arch', 'flow': 'flow.objective', 'sample': 'sample.solver'}
+SELECTORS = {s: f"{s}.{cls.selector}" for s, cls in typing.get_type_hints(RunConfig).items() if issubclass(cls, VariantSection)}
 
 
-def variant_registry(section: VariantSection) -> dict[str, type]:
-    """{entry name: options dataclass} of the registry that a variant section's selector picks from."""
-    if isinstance(section, ModelSection):
-        from imgflow.nn.backbones import backbones
-
-        return {name: entry.options for name, entry in backbones().items()}
-    if isinstance(section, FlowSection):
-        from imgflow.training.objectives import OBJECTIVES
-
-        return {name: entry.options for name, entry in OBJECTIVES.items()}
-    if isinstance(section, DataSection):
-        from imgflow.data import DATASETS
-
-        return {name: entry.options for name, entry in DATASETS.items()}
-    raise TypeError(f"{type(section).__name__} has no registry")  # pragma: no cover
+def variant_registry(section: VariantSection) -> Any:
+    """The registry that a variant section's selector picks from (each entry has an `options` dataclass)."""
+    return type(section).registry
 
 
 def _choices() -> dict[str, tuple[str, ...]]:
     """The allowed values of every choice key, read from the registries that define them."""
-    from accelerate.utils import LoggerType
-
-    from imgflow.core import REDUCTIONS, SCHEDULES, SOLVERS, TIME_GRIDS, TIME_SAMPLINGS
-    from imgflow.data import DATASETS
-    from imgflow.nn.backbones import backbones
-    from imgflow.training.objectives import OBJECTIVES, PREDICTIONS
-
     return {
         "data.dataset": tuple(DATASETS),
-        "model.arch": tuple(backbones()),
+        "model.arch": tuple(BACKBONES),
         "flow.objective": tuple(OBJECTIVES),
         "flow.schedule": tuple(SCHEDULES),
         "flow.prediction": PREDICTIONS,
         "flow.loss_reduction": REDUCTIONS,
-        "flow.time_sampling": TIME_SAMPLINGS,
         "train.on_nonfinite": ("stop", "skip"),
         "train.log_with": ("none", *(t.value for t in LoggerType)),
         "sample.solver": tuple(SOLVERS),
@@ -234,7 +270,7 @@ def _choices() -> dict[str, tuple[str, ...]]:
 
 
 class _Choices(typing.Mapping[str, tuple[str, ...]]):
-    """CHOICES, read from the registries when first used (a backbone registered later is still a choice)."""
+    """CHOICES, read from the registries when used (an entry registered later is still a choice)."""
 
     def __getitem__(self, key: str) -> tuple[str, ...]:
         return _choices()[key]
@@ -250,11 +286,6 @@ class _Choices(typing.Mapping[str, tuple[str, ...]]):
 CHOICES: typing.Mapping[str, tuple[str, ...]] = _Choices()
 
 
-def _suggest(name: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def all_keys(cfg: RunConfig | None = None) -> list[str]:
     """Every 'section.key' and 'section.variant.key' the configuration knows."""
     cfg = cfg or RunConfig()
@@ -266,6 +297,67 @@ def all_keys(cfg: RunConfig | None = None) -> list[str]:
             for name in obj.variant_names():
                 keys += [f"{s}.{name}.{f.name}" for f in dataclasses.fields(obj.variant(name))]
     return keys
+
+
+# --- keys that have no effect ---------------------------------------------------------------------
+
+
+def unused_keys(cfg: RunConfig) -> dict[str, str]:
+    """{'section.key': why it has no effect} for the keys the selected data source, backbone, objective and solver do
+    not read. Variant keys are 'section.variant.key'; a section whose selector is unused has no variant keys either."""
+    source, arch, objective = DATASETS[cfg.data.dataset], BACKBONES[cfg.model.arch], OBJECTIVES[cfg.flow.objective]
+    out: dict[str, str] = {**getattr(source, "unused_keys", {}), **objective.unused_keys}
+    takes_labels = {"always": True, "never": False}.get(arch.labels if arch.kind == "flow" else "never")
+    if takes_labels is not None and cfg.model.class_conditional != takes_labels:  # asking for what the backbone cannot do
+        out["model.class_conditional"] = f"model.arch = {arch.name!r} {'always' if takes_labels else 'never'} takes class labels"
+    if not objective.flow_map:
+        flow_maps = " | ".join(n for n, e in OBJECTIVES.items() if e.flow_map)
+        for key in arch.flow_map_keys:
+            out[f"model.{arch.name}.{key}"] = (f"only a flow map has a second time, and flow.objective = {objective.name!r} trains "
+                                               f"a velocity (flow.objective = {flow_maps} trains a flow map)")
+    if not cfg.data.autoencoder:
+        out["data.latent_cache_dir"] = "it says where encoded latents are cached, and this run has no data.autoencoder"
+    for section, dotted in SELECTORS.items():
+        if dotted in out:
+            obj = getattr(cfg, section)
+            for f in dataclasses.fields(obj.options):
+                out[f"{section}.{obj.selected}.{f.name}"] = out[dotted]
+    return out
+
+
+def _value_and_default(cfg: RunConfig, dotted: str) -> tuple[Any, Any]:
+    section, _, key = dotted.partition(".")
+    obj = getattr(cfg, section)
+    if "." in key:
+        variant, _, key = key.partition(".")
+        obj = obj.variant(variant)
+    return getattr(obj, key), _default(obj, key)
+
+
+def check_no_unused_keys(cfg: RunConfig) -> None:
+    """ConfigError for the first key that is set away from its default and has no effect with the selected entries (set to
+    its default, a key changes nothing either way)."""
+    for dotted, why in sorted(unused_keys(cfg).items()):
+        value, default = _value_and_default(cfg, dotted)
+        if value != default:
+            raise ConfigError(f"config key {dotted} = {value!r} has no effect here: {why}; remove it")
+
+
+def _forget_unused(cfg: RunConfig) -> None:
+    """Reset the keys that have no effect to their defaults (a config imgflow wrote before they were refused)."""
+    for dotted in unused_keys(cfg):
+        section, _, key = dotted.partition(".")
+        obj = getattr(cfg, section)
+        if "." in key:
+            variant, _, name = key.partition(".")
+            options = obj.variant(variant)
+            if getattr(options, name) != _default(options, name):
+                obj.set_option(variant, name, _default(options, name))
+        else:
+            setattr(obj, key, _default(obj, key))
+
+
+# --- reading values -------------------------------------------------------------------------------
 
 
 def _field_type(section_obj: Any, key: str) -> Any:
@@ -312,7 +404,7 @@ def _target(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, str]:
     parts = dotted.split(".")
 
     def unknown() -> ConfigError:
-        return ConfigError(f"unknown config key {dotted!r} (from {source}){_suggest(dotted, all_keys(cfg))}")
+        return ConfigError(f"unknown config key {dotted!r} (from {source}){did_you_mean(dotted, all_keys(cfg))}")
 
     if parts[0] not in SECTIONS or len(parts) not in (2, 3) or not all(parts):
         raise unknown()
@@ -320,32 +412,56 @@ def _target(cfg: RunConfig, dotted: str, source: str) -> tuple[Any, str]:
     if len(parts) == 3:
         if not isinstance(obj, VariantSection) or parts[1] not in obj.variant_names():
             raise unknown()
-        obj.__dict__.setdefault("_set_variants", set()).add(parts[1])
         obj = obj.variant(parts[1])
     if parts[-1] not in [f.name for f in dataclasses.fields(obj)]:
         raise unknown()
     return obj, parts[-1]
 
 
+def _set(cfg: RunConfig, dotted: str, value: Any, source: str) -> None:
+    obj, key = _target(cfg, dotted, source)
+    value = coerce(value, _field_type(obj, key), dotted, source)
+    parts = dotted.split(".")
+    if len(parts) == 3:
+        getattr(cfg, parts[0]).set_option(parts[1], key, value)
+    else:
+        setattr(obj, key, value)
+
+
+def _selected(cfg: RunConfig) -> dict[str, str]:
+    return {section: getattr(cfg, section).selected for section in SELECTORS}
+
+
+def _migrate(tables: dict[str, Any], selected: dict[str, str], source: str, written: bool, quiet: bool) -> dict[str, Any]:
+    """Tables of an earlier layout as today's (one note line unless quiet); a key stranded under another variant is
+    dropped from a config imgflow wrote and refused from any other."""
+    flat = migrate_flat(tables, selected)
+    moved = migrate_variant_keys(flat.tables, selected)
+    notes = flat.notes + moved.notes
+    if notes and not quiet:
+        _note(notes, source)
+    if moved.stranded and not written:
+        dotted, variant = moved.stranded[0]
+        section, key = dotted.split(".")
+        selector = SELECTORS[section]
+        raise ConfigError(f"config key {dotted} (from {source}) has no effect with {selector} = {selected[section]!r}: it is "
+                          f"[{section}.{variant}] {key} now and applies only to {selector} = {variant!r}; remove it")
+    return moved.tables
+
+
 def set_value(cfg: RunConfig, dotted: str, value: Any, source: str = "command line") -> None:
     """Set 'section.key' (or 'section.variant.key') on cfg after checking that the key exists and the type fits.
 
-    A key of the flat layout before issue 16 (model.base_channels, flow.mean_flow_guidance, data.path, ...)
-    is set where it lives now, with a one-line note on stderr.
+    A key of an earlier layout (model.base_channels, flow.mean_flow_guidance, data.path, flow.time_sampling,
+    sample.rtol, ...) is set where it lives now, with a one-line note on stderr.
     """
-    moved = migrate_flat({dotted.split(".")[0]: _nest(dotted.split(".")[1:], value)} if "." in dotted else {}, _selected(cfg))
-    if moved.notes:
-        _note(moved.notes, source)
-        for new_dotted, new_value in flatten_tables(moved.tables):
-            obj, key = _target(cfg, new_dotted, source)
-            setattr(obj, key, coerce(new_value, _field_type(obj, key), new_dotted, source))
+    parts = dotted.split(".")
+    if len(parts) == 2:
+        tables = _migrate({parts[0]: {parts[1]: value}}, _selected(cfg), source, written=False, quiet=False)
+        for new_dotted, new_value in flatten_tables(tables):
+            _set(cfg, new_dotted, new_value, source)
         return
-    obj, key = _target(cfg, dotted, source)
-    setattr(obj, key, coerce(value, _field_type(obj, key), dotted, source))
-
-
-def _nest(parts: list[str], value: Any) -> Any:
-    return value if not parts else {parts[0]: _nest(parts[1:], value)}
+    _set(cfg, dotted, value, source)
 
 
 def flatten_tables(tables: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -359,120 +475,42 @@ def flatten_tables(tables: dict[str, Any], prefix: str = "") -> list[tuple[str, 
     return out
 
 
-def _selected(cfg: RunConfig) -> dict[str, str]:
-    return {"model": cfg.model.arch, "flow": cfg.flow.objective, "data": cfg.data.dataset}
-
-
-def apply_tables(cfg: RunConfig, raw: dict[str, Any], source: str, lenient: bool = False) -> None:
+def apply_tables(cfg: RunConfig, raw: dict[str, Any], source: str, lenient: bool = False, written: bool = False) -> None:
     """Set every key of {'section': {'key': value, 'variant': {'key': value}}} on cfg (type-checked, not yet validated).
 
-    Flat files of the layout before issue 16 are mapped to today's sections first (one note line on stderr).
-    lenient: unknown sections and keys are dropped instead of refused.
+    Files of an earlier layout are mapped to today's sections first (one note line on stderr, except for a config
+    imgflow wrote). written: keys that had no effect are dropped. lenient: unknown sections and keys are dropped too.
     """
     for section, values in raw.items():
         if section not in SECTIONS:
             if lenient:
                 continue
-            raise ConfigError(f"unknown config section [{section}] in {source}{_suggest(section, SECTIONS)}")
+            raise ConfigError(f"unknown config section [{section}] in {source}{did_you_mean(section, SECTIONS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] in {source} must be a table of keys, got {type(values).__name__}")
-    selectors = {s: raw.get(s, {}).get(getattr(type(getattr(cfg, s)), "selector", ""), None) for s in SECTIONS}
-    selected = {s: v for s, v in selectors.items() if isinstance(v, str)}
-    migrated = migrate_flat({s: v for s, v in raw.items() if s in SECTIONS}, {**_selected(cfg), **selected})
-    if migrated.notes and not lenient:
-        _note(migrated.notes, source)
-    for dotted, value in flatten_tables(migrated.tables):
+    selected = dict(_selected(cfg))
+    for section, dotted in SELECTORS.items():
+        value = raw.get(section, {}).get(dotted.split(".")[1])
+        if isinstance(value, str):
+            selected[section] = value
+    tables = _migrate({s: v for s, v in raw.items() if s in SECTIONS}, selected, source, written, quiet=written)
+    for dotted, value in flatten_tables(tables):
         try:
-            obj, key = _target(cfg, dotted, source)
+            _set(cfg, dotted, value, source)
         except ConfigError:
             if not lenient:
                 raise
-            continue
+    if written:
         try:
-            setattr(obj, key, coerce(value, _field_type(obj, key), dotted, source))
-        except ConfigError:
+            _forget_unused(cfg)
+        except ValueError:  # an unknown entry name: validation names it
             if not lenient:
                 raise
-    # lenient reading drops what it cannot place silently: sampling needs only the model record, and a resume
-    # reads the config strictly, naming the key
 
 
 def _note(notes: list[str], source: str) -> None:
     shown = "; ".join(notes[:6]) + (f"; and {len(notes) - 6} more" if len(notes) > 6 else "")
-    print(f"note: {source} uses the flat config layout of imgflow 0.2 and still loads; moved: {shown}", file=sys.stderr)
-
-
-@dataclass
-class Migrated:
-    tables: dict[str, Any]
-    notes: list[str]
-
-
-#: keys of the flat [model] section before issue 16 that belonged to the U-Net (now [model.unet])
-_FLAT_UNET = ("base_channels", "channel_mults", "num_res_blocks", "attention_resolutions", "mid_attention", "num_heads",
-              "head_channels", "scale_shift", "dropout", "time_embedding", "time_scale", "second_time")
-#: the folder-only keys of the flat [data] section (now [data.folder])
-_FLAT_FOLDER = ("path", "channels", "fit", "holdout_fraction", "skip_bad_images", "cache_dir", "workers")
-#: placeholders of the flat layout that meant "not set" (now: leave the key out)
-_PLACEHOLDERS = {("model", "head_channels"): 0, ("model", "second_time"): "none", ("data", "channels"): 0,
-                 ("data", "cache_dir"): "", ("data", "workers"): 0, ("data", "path"): ""}
-
-
-def migrate_flat(raw: dict[str, Any], selected: dict[str, str]) -> Migrated:
-    """Map keys of the flat layout (before issue 16) to today's sections; `selected`: the section's selector values.
-
-    [model] U-Net keys -> [model.unet] (with arch = lab_unet: base_channels x channel_mults -> channels,
-    num_res_blocks -> num_residual_layers, embed_dim -> embed_dim); [flow] mean_flow_X -> [flow.mean_flow] X;
-    the seven folder keys of [data] -> [data.folder]; placeholders (head_channels = 0, second_time = "none",
-    channels = 0, cache_dir = "", workers = 0, path = "") are dropped, since leaving the key out says the same.
-    """
-    tables = {s: dict(v) if isinstance(v, dict) else v for s, v in raw.items()}
-    notes: list[str] = []
-
-    def move(section: str, key: str, dest: tuple[str, ...], value: Any) -> None:
-        tables[section].pop(key, None)
-        if _PLACEHOLDERS.get((section, key), object()) == value:
-            notes.append(f"{section}.{key} = {value!r} -> left out (unset)")
-            return
-        node = tables
-        for part in dest[:-1]:
-            node = node.setdefault(part, {})
-        node[dest[-1]] = value
-        notes.append(f"{section}.{key} -> {'.'.join(dest)}")
-
-    model = tables.get("model")
-    if isinstance(model, dict):
-        arch = selected.get("model", "unet")
-        flat = {k: model[k] for k in (*_FLAT_UNET, "embed_dim") if k in model and not isinstance(model[k], dict)}
-        if arch == "lab_unet" and flat:
-            for key in flat:
-                model.pop(key)
-            lab = tables["model"].setdefault("lab_unet", {})
-            if "base_channels" in flat or "channel_mults" in flat:
-                lab["channels"] = [flat.get("base_channels", 32) * m for m in flat.get("channel_mults", (1, 2, 2))]
-                notes.append("model.base_channels x model.channel_mults -> model.lab_unet.channels")
-            if "num_res_blocks" in flat:
-                lab["num_residual_layers"] = flat["num_res_blocks"]
-                notes.append("model.num_res_blocks -> model.lab_unet.num_residual_layers")
-            if "embed_dim" in flat:
-                lab["embed_dim"] = flat["embed_dim"]
-                notes.append("model.embed_dim -> model.lab_unet.embed_dim")
-        else:
-            for key, value in flat.items():
-                if key == "embed_dim":
-                    model.pop(key)
-                    notes.append("model.embed_dim (lab_unet only) dropped")
-                else:
-                    move("model", key, ("model", arch if arch != "lab_unet" else "unet", key), value)
-    flow = tables.get("flow")
-    if isinstance(flow, dict):
-        for key in [k for k in flow if k.startswith("mean_flow_") and not isinstance(flow[k], dict)]:
-            move("flow", key, ("flow", "mean_flow", key[len("mean_flow_"):]), flow[key])
-    data = tables.get("data")
-    if isinstance(data, dict):
-        for key in [k for k in _FLAT_FOLDER if k in data and not isinstance(data[k], dict)]:
-            move("data", key, ("data", "folder", key), data[key])
-    return Migrated(tables, notes)
+    print(f"note: {source} uses an earlier config layout of imgflow and still loads; moved: {shown}", file=sys.stderr)
 
 
 def parse_literal(text: str) -> Any:
@@ -483,8 +521,11 @@ def parse_literal(text: str) -> Any:
         return text
 
 
+# --- validation -----------------------------------------------------------------------------------
+
+
 def validate(cfg: RunConfig) -> None:
-    """Choices and ranges that a type check cannot see; each variant's options validate themselves."""
+    """Choices and ranges that a type check cannot see, keys without effect, and how the selected entries fit."""
     for dotted, options in _choices().items():
         section, key = dotted.split(".")
         value = getattr(getattr(cfg, section), key)
@@ -516,55 +557,60 @@ def validate(cfg: RunConfig) -> None:
     need(not (data.hflip and data.autoencoder), "data.hflip mirrors the training rows, which for data.autoencoder are latents, not images; "
          "set data.hflip = false for a latent run")
     need(0.0 <= flow.label_dropout < 1.0, f"flow.label_dropout must be in [0, 1), got {flow.label_dropout}")
-    need(flow.logit_normal_std > 0, f"flow.logit_normal_std must be > 0, got {flow.logit_normal_std}")
-    need(sample.num_steps >= 1, f"sample.num_steps must be >= 1, got {sample.num_steps}")
     need(sample.num_images >= 1, f"sample.num_images must be >= 1, got {sample.num_images}")
-    need(sample.sde_epsilon >= 0, f"sample.sde_epsilon must be >= 0, got {sample.sde_epsilon}")
+    try:
+        sample.settings().validate()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    check_no_unused_keys(cfg)
     _validate_variants(cfg)
-    need(sample.guidance_scale == 1.0 or cfg.model.class_conditional,
+    need(sample.guidance_scale == 1.0 or cfg.model.class_conditional or BACKBONES[cfg.model.arch].labels == "always",
          f"sample.guidance_scale = {sample.guidance_scale} needs a class-conditional model; "
          "set model.class_conditional = true or guidance_scale = 1")
 
 
 def _validate_variants(cfg: RunConfig) -> None:
     """The selected backbone, objective and data source check their own sections (and how they fit together)."""
-    for name in ("model", "flow", "data"):
+    for name in SELECTORS:
         section = getattr(cfg, name)
-        chosen = getattr(section, section.selector)
-        stray = sorted(section.__dict__.get("_set_variants", set()) - {chosen})
+        stray = sorted(section.set_variants() - {section.selected})
         if stray:
-            raise ConfigError(f"[{name}.{stray[0]}] is set but {name}.{section.selector} = {chosen!r}: its keys apply only to "
+            raise ConfigError(f"[{name}.{stray[0]}] is set but {name}.{section.selector} = {section.selected!r}: its keys apply only to "
                               f"{name}.{section.selector} = {stray[0]!r}; remove them or set {name}.{section.selector} = {stray[0]!r}")
-    from imgflow.core import solver_info
-    from imgflow.data import dataset_entry
-    from imgflow.nn.backbones import backbone, backbones
-    from imgflow.training.objectives import objective_entry
-
-    arch, model_options = backbone(cfg.model.arch), cfg.model.options
+    arch, objective = BACKBONES[cfg.model.arch], OBJECTIVES[cfg.flow.objective]
     try:
-        arch.validate(model_options)
+        arch.validate(cfg.model.options)
     except ValueError as exc:
         raise ConfigError(f"[model.{arch.name}] {exc}") from None
-    objective = objective_entry(cfg.flow.objective)
     try:
-        objective.validate(cfg.flow.options, cfg)
+        objective.validate(cfg.flow.options)
     except ValueError as exc:
-        raise ConfigError(f"[flow.{objective.name}] {exc}" if not str(exc).startswith(("flow.", "model.", "sample.")) else str(exc)) from None
+        raise ConfigError(f"[flow.{objective.name}] {exc}") from None
     if objective.kind != arch.kind:
-        fitting = [n for n, b in backbones().items() if b.kind == objective.kind]
+        fitting = [n for n, b in BACKBONES.items() if b.kind == objective.kind]
+        trainer = " | ".join(n for n, e in OBJECTIVES.items() if e.kind == arch.kind)
         raise ConfigError(f"flow.objective = {objective.name!r} trains {'an autoencoder' if objective.kind == 'autoencoder' else 'a flow model'}, "
                           f"which model.arch = {arch.name!r} is not; use model.arch = {' | '.join(fitting)}"
-                          + ("" if objective.kind == "autoencoder" else " (an autoencoder is trained with flow.objective = 'autoencoder')"))
+                          f" (model.arch = {arch.name!r} is trained with flow.objective = {trainer})")
     if objective.flow_map and not arch.flow_map:
         raise ConfigError(f"flow.objective = {objective.name!r} trains a flow map u(x, t, r), which model.arch = {arch.name!r} "
-                          f"cannot take (no second time); use one of: {', '.join(n for n, b in backbones().items() if b.flow_map)}")
-    if cfg.flow.prediction not in objective.predictions:
+                          f"cannot take (no second time); use one of: {', '.join(n for n, b in BACKBONES.items() if b.flow_map)}")
+    if objective.kind == "flow" and cfg.flow.prediction not in objective.predictions:
         raise ConfigError(f"flow.objective = {objective.name!r} trains flow.prediction {' or '.join(objective.predictions)}; "
                           f"set flow.prediction = {objective.predictions[0]!r}")
-    if solver_info(cfg.sample.solver).flow_map and not objective.flow_map:
-        raise ConfigError(f"sample.solver = {cfg.sample.solver!r} needs a flow-map model (flow.objective = 'mean_flow'); flow.objective = "
-                          f"{objective.name!r} trains a velocity: use euler or another ODE solver")
-    source = dataset_entry(cfg.data.dataset)
+    if cfg.data.autoencoder and not objective.trains_on_latents:
+        raise ConfigError(f"flow.objective = {objective.name!r} trains on pixels: leave data.autoencoder out of its config "
+                          "(it is for latent runs)")
+    label_key = objective.label_key(cfg.flow.options)
+    if label_key and not (cfg.model.class_conditional or arch.labels == "always"):
+        raise ConfigError(f"{label_key} needs a class-conditional model; set model.class_conditional = true or {label_key} to its default")
+    solver = SOLVERS[cfg.sample.solver]
+    if objective.kind == "flow" and solver.flow_map and not objective.flow_map:
+        flow_maps = " | ".join(n for n, e in OBJECTIVES.items() if e.flow_map)
+        odes = ", ".join(n for n, s in SOLVERS.items() if not s.flow_map)
+        raise ConfigError(f"sample.solver = {cfg.sample.solver!r} needs a flow-map model (flow.objective = {flow_maps}); flow.objective = "
+                          f"{objective.name!r} trains a velocity: use one of {odes}")
+    source = DATASETS[cfg.data.dataset]
     try:
         source.validate(cfg.data, cfg.data.options)
     except ValueError as exc:
@@ -586,11 +632,11 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         source = str(p)
     cfg = RunConfig()
     overrides = dict(overrides or {})
-    for dotted in [k for k in overrides if k in ("model.arch", "flow.objective", "data.dataset")]:
+    for dotted in [k for k in overrides if k in SELECTORS.values()]:
         # a selector first, into the file's tables: the section's other keys may belong to the entry it selects
         section, key = dotted.split(".")
         value = overrides.pop(dotted)
-        set_value(cfg, dotted, value, "command line")
+        _set(cfg, dotted, value, "command line")
         table = raw.get(section) if isinstance(raw.get(section), dict) else {}
         raw = {**raw, section: {**table, key: value}}
     apply_tables(cfg, raw, source)

@@ -4,8 +4,9 @@
 
 turns any data source into latents: the split's images are encoded to their posterior means
 (imgflow.nn.autoencoder), shifted and scaled to zero mean and unit variance with a shift and scale
-measured on the train split, and cached as one float16 array (N, c, h, w) with the labels. The cache
-follows the folder cache's rules: it is keyed by the source data's identity and a digest of the
+measured on the train split (a held-out split is scaled with the train split's, stored in its cache
+too), and cached as one float16 array (N, c, h, w) with the labels. The cache follows the project's one
+cache protocol (imgflow.disk_cache): it is keyed by the source data's identity and a digest of the
 autoencoder's weights (any change rebuilds it), a truncated or foreign file is rebuilt and never
 trusted, it is written atomically, and a large one is memory-mapped.
 
@@ -21,8 +22,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,8 @@ from torch import Tensor, nn
 from imgflow.checkpoint import Checkpoint, CheckpointError, load_checkpoint, load_weights_into
 from imgflow.config import ConfigError
 from imgflow.data import DataSpec, ImageData, data_identity, load_dataset
-from imgflow.data.folder import RESIDENT_BYTES, default_cache_dir
+from imgflow.data.folder import RESIDENT_BYTES
+from imgflow.disk_cache import CacheFormat, cache_root, cached
 from imgflow.model_record import ModelRecord, build_network
 from imgflow.nn.backbones import backbone
 
@@ -45,8 +45,8 @@ ENCODE_BATCH = 256
 
 
 def default_latent_cache_dir() -> Path:
-    """<the imgflow cache root (IMGFLOW_CACHE, else ~/.cache/imgflow)>/latents, beside the folder cache."""
-    return default_cache_dir().parent / "latents"
+    """<the imgflow cache (imgflow.disk_cache.cache_root)>/latents, beside the folder cache."""
+    return cache_root() / "latents"
 
 
 def weights_digest(weights: dict[str, Tensor]) -> str:
@@ -172,22 +172,15 @@ def check_codec_fits(codec: LatentCodec, spec: DataSpec, where: str) -> None:
 
 # --- the cache --------------------------------------------------------------------------------------
 
-
-def _cache_key(identity: dict[str, str], split: str, digest: str) -> str:
-    text = json.dumps({"format": LATENT_FORMAT, "data": identity, "split": split, "autoencoder": digest}, sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+#: the latent cache: <dir>/latents.f16 ((N, c, h, w) float16, shifted and scaled) and <dir>/meta.json (imgflow.disk_cache)
+LATENT_CACHE = CacheFormat(LATENT_FORMAT, "latents.f16", lambda meta: int(np.prod([meta["count"], *meta["latent_shape"]])) * 2)
 
 
-def _valid(folder: Path, key: str) -> dict[str, Any] | None:
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != LATENT_FORMAT or meta.get("key") != key:
-            return None
-        if (folder / "latents.f16").stat().st_size != int(np.prod([meta["count"], *meta["latent_shape"]])) * 2:
-            return None
-        return meta
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def _cache_key(identity: dict[str, str], split: str, digest: str, scaling: tuple[float, float] | None) -> str:
+    parts = {"format": LATENT_FORMAT, "data": identity, "split": split, "autoencoder": digest}
+    if scaling is not None:  # a held-out split, scaled with the train split's statistics
+        parts["scaling"] = [float(scaling[0]), float(scaling[1])]
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
 def encoded_batches(codec: LatentCodec, data: ImageData, batch_size: int = ENCODE_BATCH, progress: bool = False):
@@ -213,32 +206,48 @@ def content_identity(data: ImageData) -> dict[str, str]:
 
 def encoded_dataset(codec: LatentCodec, data_section: Any, split: str = "train", *, cache_dir: str | Path | None = None,
                     progress: bool = False, log: Callable[[str], None] | None = None) -> tuple[ImageData, LatentCodec]:
-    """The split of the data a [data] section describes as latents, and the codec with the train split's shift and scale."""
+    """The split of the data a [data] section describes as latents, and the codec with the train split's shift and scale
+    (a held-out split is encoded with them too: its own statistics would make its latents look like the train split's)."""
+    scaling = None
+    if split != "train":
+        _, trained = encoded_dataset(codec, data_section, "train", cache_dir=cache_dir, progress=progress, log=log)
+        scaling = (trained.shift, trained.scale)
     pixels = load_dataset(data_section, split, progress=progress, log=log)
     return encode_data(codec, pixels, data_section, split, identity=data_identity(data_section), cache_dir=cache_dir,
-                       progress=progress, log=log)
+                       progress=progress, log=log, scaling=scaling)
 
 
 def encode_data(codec: LatentCodec, pixels: ImageData, data_section: Any = None, split: str = "train", *,
                 identity: dict[str, str] | None = None, cache_dir: str | Path | None = None, progress: bool = False,
-                log: Callable[[str], None] | None = None) -> tuple[ImageData, LatentCodec]:
-    """`pixels` as latents (through the cache of the module docstring), and the codec with their shift and scale.
+                log: Callable[[str], None] | None = None, scaling: tuple[float, float] | None = None) -> tuple[ImageData, LatentCodec]:
+    """`pixels` as latents (through the cache of the module docstring), and the codec with the shift and scale they carry.
 
-    identity: what decides the pixels (default: a digest of them). The latent data's spec has the latent shape,
-    the pixel data's classes and fingerprint, and in `extra` the autoencoder's digest and the image shape.
+    The train split measures its own shift and scale; any other split must be given the train split's as `scaling`
+    (shift, scale), which its cache stores beside its latents. identity: what decides the pixels (default: a digest of
+    them). The latent data's spec has the latent shape, the pixel data's classes and fingerprint, and in `extra` the
+    autoencoder's digest.
     """
-    say = log or (lambda _m: None)
+    if (split == "train") != (scaling is None):
+        raise ValueError("the train split measures its latents' shift and scale; any other split is scaled with the train "
+                         f"split's: pass scaling=(shift, scale) for split {split!r} (encoded_dataset does), and none for 'train'")
     where = getattr(data_section, "autoencoder", "") or "the autoencoder"
     check_codec_fits(codec, pixels.spec, where)
-    key = _cache_key(identity or content_identity(pixels), split, codec.digest)
+    key = _cache_key(identity or content_identity(pixels), split, codec.digest, scaling)
     cache_dir = cache_dir or (getattr(data_section, "latent_cache_dir", "") or None)
     root = Path(cache_dir).expanduser() if cache_dir else default_latent_cache_dir()
     final = root / f"{pixels.spec.dataset}-{split}-{key[:16]}"
-    meta = _valid(final, key)
-    if meta is None:
-        if final.exists():
-            say(f"note: the latent cache {final} is incomplete or from another version; rebuilding it")
-        meta = _build(codec, pixels, final, key, progress, say)
+    say = log or (lambda _m: None)
+
+    def write(tmp: Path) -> dict[str, Any]:
+        say(f"encoding {len(pixels)} images with the autoencoder into {final}")
+        return _write_latents(codec, pixels, tmp, scaling, progress)
+
+    cache, _ = cached(final, LATENT_CACHE, key, write, what="latent cache", log=say,
+                      unwritable=lambda exc: ConfigError(f"cannot create the latent cache folder {root} ({exc.strerror}); set "
+                                                         "data.latent_cache_dir to a writable folder"),
+                      short=lambda tmp: ConfigError(f"writing the latent cache in {tmp} fell short (disk full?); free space or set "
+                                                    "data.latent_cache_dir"))
+    meta = cache.meta
     shape = (meta["count"], *meta["latent_shape"])
     latents = torch.from_numpy(np.memmap(final / "latents.f16", dtype=np.float16, mode="c", shape=shape))
     labels = torch.tensor(meta["labels"], dtype=torch.long) if meta["labels"] is not None else None
@@ -248,53 +257,37 @@ def encode_data(codec: LatentCodec, pixels: ImageData, data_section: Any = None,
     return ImageData(latents, labels, spec, resident=latents.numel() * 2 <= RESIDENT_BYTES, info=info), scaled
 
 
-def _build(codec: LatentCodec, pixels: ImageData, final: Path, key: str, progress: bool, say: Callable[[str], None]) -> dict[str, Any]:
-    root = final.parent
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create the latent cache folder {root} ({exc.strerror}); set data.latent_cache_dir to a writable folder") from None
-    say(f"encoding {len(pixels)} images with the autoencoder into {final}")
-    for stale in root.glob(f"{final.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f"{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
+def _write_latents(codec: LatentCodec, pixels: ImageData, tmp: Path, scaling: tuple[float, float] | None, progress: bool) -> dict[str, Any]:
+    """Encode into tmp/latents.f16 in two streaming passes (memory: one batch); the meta of the cache."""
     shape = (len(pixels), *codec.latent_shape)
-    try:
-        # pass 1: the unscaled means to disk, with float64 sums for the shift and scale (memory: one batch)
-        raw = np.lib.format.open_memmap(tmp / "means.npy", mode="w+", dtype=np.float32, shape=shape)
-        total = total_sq = 0.0
-        row = 0
-        for means in encoded_batches(codec, pixels, progress=progress):
-            if not torch.isfinite(means).all():
-                raise ConfigError("the autoencoder's latents of this data are not finite (a diverged autoencoder?); retrain it")
-            raw[row:row + len(means)] = means.numpy()
-            total += float(means.double().sum())
-            total_sq += float(means.double().square().sum())
-            row += len(means)
+    # pass 1: the unscaled means to disk, with float64 sums for the shift and scale
+    raw = np.lib.format.open_memmap(tmp / "means.npy", mode="w+", dtype=np.float32, shape=shape)
+    total = total_sq = 0.0
+    row = 0
+    for means in encoded_batches(codec, pixels, progress=progress):
+        if not torch.isfinite(means).all():
+            raise ConfigError("the autoencoder's latents of this data are not finite (a diverged autoencoder?); retrain it")
+        raw[row:row + len(means)] = means.numpy()
+        total += float(means.double().sum())
+        total_sq += float(means.double().square().sum())
+        row += len(means)
+    if scaling is None:
         n = raw.size
         shift = total / n
         std = math.sqrt(max(total_sq / n - shift * shift, 0.0) * n / max(n - 1, 1))
         scale = 1.0 / std if std > 0 else 1.0
-        # pass 2: shifted, scaled, float16
-        with open(tmp / "latents.f16", "wb") as out:
-            for lo in range(0, len(raw), ENCODE_BATCH):
-                out.write(((raw[lo:lo + ENCODE_BATCH].astype(np.float64) - shift) * scale).astype(np.float16).tobytes())
-        del raw
-        (tmp / "means.npy").unlink()
-        if (tmp / "latents.f16").stat().st_size != int(np.prod(shape)) * 2:
-            raise ConfigError(f"writing the latent cache in {tmp} fell short (disk full?); free space or set data.latent_cache_dir")
-        meta = {"format": LATENT_FORMAT, "key": key, "count": len(pixels), "latent_shape": list(shape[1:]), "shift": shift,
-                "scale": scale, "labels": pixels.labels.tolist() if pixels.labels is not None else None,
-                "image_shape": list(pixels.spec.shape), "autoencoder_digest": codec.digest}
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return meta
+    else:
+        shift, scale = float(scaling[0]), float(scaling[1])
+    # pass 2: shifted, scaled, float16
+    with open(tmp / "latents.f16", "wb") as out:
+        for lo in range(0, len(raw), ENCODE_BATCH):
+            out.write(((raw[lo:lo + ENCODE_BATCH].astype(np.float64) - shift) * scale).astype(np.float16).tobytes())
+    del raw
+    (tmp / "means.npy").unlink()
+    return {"count": len(pixels), "latent_shape": list(shape[1:]), "shift": shift, "scale": scale,
+            "statistics": "train split",
+            "labels": pixels.labels.tolist() if pixels.labels is not None else None,
+            "image_shape": list(pixels.spec.shape), "autoencoder_digest": codec.digest}
 
 
 def load_training_data(data_section: Any, split: str = "train", *, codec: LatentCodec | None = None, progress: bool = False,
@@ -311,27 +304,3 @@ def latent_image_size(data_section: Any, codec: LatentCodec | None) -> int:
     if codec is None:
         return data_section.image_size
     return data_section.image_size // codec.autoencoder.factor
-
-
-@torch.inference_mode()
-def reconstructions(autoencoder: nn.Module, images: Tensor, batch_size: int = ENCODE_BATCH) -> Tensor:
-    """(N, C, H, W) decoded posterior means of images in [-1, 1], clipped to [-1, 1], on the CPU."""
-    device = next(autoencoder.parameters()).device
-    was_training = autoencoder.training
-    autoencoder.eval()
-    try:
-        out = [autoencoder(images[i:i + batch_size].to(device).float(), sample=False)[0].clamp(-1, 1).float().cpu()
-               for i in range(0, len(images), batch_size)]
-    finally:
-        autoencoder.train(was_training)
-    return torch.cat(out)
-
-
-def reconstruction_grid_png(images: Tensor, reconstructed: Tensor, nrow: int = 8) -> bytes:
-    """PNG bytes of the images (rows of nrow) above their reconstructions (`reconstructions`), a blank row between."""
-    from imgflow.sampler import image_grid_png
-
-    n = images.shape[0]
-    rows = -(-n // nrow)
-    blank = torch.full((rows * nrow - n + nrow, *images.shape[1:]), -1.0)
-    return image_grid_png(torch.cat([images.float().cpu().clamp(-1, 1), blank, reconstructed.float().cpu()]), nrow)

@@ -21,17 +21,20 @@ from typing import Any
 
 from torch import nn
 
-from imgflow.data import DataSpec
+from imgflow.core.sampling_settings import SamplingSettings
+from imgflow.data.spec import DataSpec
 from imgflow.nn.backbones import BuiltFor, backbone
+from imgflow.objectives import OBJECTIVES
 
 RECORD_VERSION = 1
 
 
 @dataclass(frozen=True)
 class ModelRecord:
-    """See the module docstring. `options`: the backbone's [model.<arch>] keys as a dict; `sampling`: the
-    run's [sample] section (solver, num_steps, time_grid, guidance_scale, sde_epsilon, rtol, atol); `latent`: for a
-    model trained on an autoencoder's latents (imgflow.latents), what decodes them, else None."""
+    """See the module docstring. `options`: the backbone's [model.<arch>] keys as a dict; `sampling`: the run's
+    default sampler as a [sample] table (`SamplingSettings.to_table`; records before issue 25 kept every solver's
+    options at its top, which `sampling_settings` still reads); `latent`: for a model trained on an autoencoder's
+    latents (imgflow.latents), what decodes them, else None."""
 
     arch: str
     options: dict[str, Any]
@@ -53,6 +56,13 @@ class ModelRecord:
         autoencoder_spec = self.latent["autoencoder"]["spec"]  # the decoder makes images of the shape it was trained on
         c, size = autoencoder_spec["channels"], autoencoder_spec["image_size"]
         return DataSpec(self.spec.dataset, c, size, self.spec.class_names, self.spec.fingerprint)
+
+    def sampling_settings(self) -> SamplingSettings:
+        """The run's default sampler: its [sample] table, or (none recorded) Euler, or one flow-map step for a flow map.
+        An unconditional model samples at guidance 1 whatever its config asked (configs before issue 25 could ask)."""
+        base = SamplingSettings("flow_map", 1) if self.flow_map else SamplingSettings()
+        settings = SamplingSettings.from_table(self.sampling, base)
+        return settings if self.conditional else dataclasses.replace(settings, guidance=1.0)
 
     @property
     def null_label(self) -> int | None:
@@ -110,17 +120,11 @@ def build_network(record: ModelRecord) -> nn.Module:
 
 
 def record_from_config(cfg: Any, spec: DataSpec, latent: dict[str, Any] | None = None) -> ModelRecord:
-    """The record of a model trained with run config `cfg` on data described by `spec` (latent: `LatentCodec.to_record()`)."""
-    from imgflow.training.objectives import objective_entry
-
+    """The record of a model trained with run config `cfg` (an imgflow.config.RunConfig) on data described by `spec`
+    (latent: `LatentCodec.to_record()`)."""
     entry = backbone(cfg.model.arch)
-    objective = objective_entry(cfg.flow.objective)
+    objective = OBJECTIVES[cfg.flow.objective]
     conditional = entry.conditional(cfg.model.class_conditional, spec.num_classes)
-    guidance = None
-    if objective.flow_map:
-        guidance = objective.trained_guidance(cfg.flow.options) if (objective.trained_guidance and conditional) else 1.0
-    s = cfg.sample
-    sampling = {"solver": s.solver, "num_steps": s.num_steps, "time_grid": s.time_grid, "guidance_scale": s.guidance_scale,
-                "sde_epsilon": s.sde_epsilon, "rtol": s.rtol, "atol": s.atol}
+    guidance = objective.guidance_of(cfg.flow.options, conditional)
     return ModelRecord(cfg.model.arch, dataclasses.asdict(cfg.model.options), spec, conditional, objective.flow_map,
-                       cfg.flow.schedule, cfg.flow.prediction, guidance, sampling, latent=latent)
+                       cfg.flow.schedule, cfg.flow.prediction, guidance, cfg.sample.settings().to_table(), latent=latent)

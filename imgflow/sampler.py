@@ -7,25 +7,25 @@
 
 Sample i always starts from the noise seeded by (seed, i), and an SDE sampler draws sample i's
 Brownian increments from its own generator too, so a result does not depend on the batch size
-it was drawn with. Training grids, the sampling script, evaluation and the sweeps all draw
-through this class.
+it was drawn with, up to float rounding (a convolution kernel may block its sums differently for
+another batch size: differences of order 1e-7 on images in [-1, 1]). Training grids, the sampling
+script, evaluation and the sweeps all draw through this class; what it returns is `imgflow.samples.Samples`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from imgflow.config import ConfigError, RunConfig, SampleSection
+from imgflow.config import ConfigError, RunConfig
 from imgflow.core import (
+    SOLVERS,
     ClassifierFreeGuidance,
     FlowMap,
     GaussianPath,
@@ -37,14 +37,13 @@ from imgflow.core import (
     schedule_from_name,
     solver_info,
 )
+from imgflow.core.sampling_settings import SamplingSettings
 from imgflow.data import DataSpec, UnknownClassError, dataset_spec
-from imgflow.files import atomic_write_bytes
 from imgflow.model_record import ModelRecord, build_network, record_from_config
+from imgflow.samples import Samples
 from imgflow.seeding import generator
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from imgflow.checkpoint import Checkpoint
     from imgflow.latents import LatentCodec
 
@@ -66,113 +65,6 @@ class PerSampleBrownian:
     def __call__(self, x: Tensor) -> Tensor:
         draws = [torch.randn(x.shape[1:], generator=g) for g in self.generators]
         return torch.stack(draws).to(device=x.device, dtype=x.dtype)
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How to integrate: a solver from imgflow.core.SOLVERS, its steps and time grid, guidance, SDE noise, tolerances."""
-
-    solver: str = "euler"
-    steps: int = 50
-    time_grid: str = "uniform"
-    guidance: float = 1.0
-    sde_epsilon: float = 1.0
-    rtol: float = 1e-4
-    atol: float = 1e-4
-
-    @property
-    def nfe(self) -> int | None:
-        """Model evaluations per sample (one guided evaluation counts once); None for the adaptive solver."""
-        per_step = solver_info(self.solver).evals_per_step
-        return None if per_step is None else per_step * self.steps
-
-    def describe(self) -> str:
-        grid = f", {self.time_grid} grid" if self.nfe is not None else f", tol {self.rtol:g}"
-        nfe = f"NFE {self.nfe}" if self.nfe is not None else "adaptive NFE"
-        return f"{self.solver} x{self.steps}{grid} ({nfe})"
-
-
-@dataclass
-class Samples:
-    """Images drawn by a `Sampler`: (N, C, H, W) float32 in [-1, 1] on the CPU, with their labels."""
-
-    images: Tensor
-    labels: Tensor | None
-    nfe: int
-    seconds: float
-    settings: SamplingSettings
-    class_names: tuple[str, ...] = ()
-    #: (N, T, C, H, W) states at `trajectory_times` (T,) when sampled with trajectory=...; the last is `images`
-    trajectory: Tensor | None = None
-    trajectory_times: Tensor | None = None
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def to_uint8(self) -> Tensor:
-        """(N, C, H, W) uint8 pixels, what a saved image holds."""
-        return self.images.clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-
-    def to_pil(self) -> list[Image.Image]:
-        """One PIL image per sample (mode L for one channel, RGB for three)."""
-        from PIL import Image
-
-        pixels = self.to_uint8().permute(0, 2, 3, 1).numpy()
-        return [Image.fromarray(p[..., 0] if p.shape[-1] == 1 else p) for p in pixels]
-
-    def default_nrow(self) -> int:
-        """One class per column when labels cycle through a few classes (the cycle repeated up to about a
-        square grid: 3, 7, 3, 7, ... in 10 columns for 100 images of two classes), else about a square."""
-        square = math.sqrt(len(self))
-        if self.labels is not None:
-            seen = self.labels.tolist()
-            period = next((p for p in range(1, min(len(seen), 16) + 1) if seen[p:] == seen[:-p] and len(set(seen[:p])) == p), 0)
-            if period >= 2:
-                return period * max(1, int(square // period))
-        return max(1, min(10, math.ceil(square)))
-
-    def grid_png(self, nrow: int | None = None) -> bytes:
-        """PNG bytes of the samples in a grid (torchvision's make_grid layout, padding 2)."""
-        return image_grid_png(self.images, nrow or self.default_nrow())
-
-    def grid(self, nrow: int | None = None) -> Image.Image:
-        """The samples in one PIL image."""
-        import io
-
-        from PIL import Image
-
-        return Image.open(io.BytesIO(self.grid_png(nrow)))
-
-    def save_grid(self, path: str | Path, nrow: int | None = None) -> Path:
-        """Write the grid as a PNG atomically (a temporary file, then a rename); returns the path."""
-        path = Path(path)
-        atomic_write_bytes(path, self.grid_png(nrow))
-        return path
-
-
-    def _trajectory(self) -> Tensor:
-        if self.trajectory is None:
-            raise ConfigError("these samples carry no trajectory: draw them with sample(..., trajectory=True) "
-                              "(every solver state) or trajectory=k (k states)")
-        return self.trajectory
-
-    def trajectory_frames(self, nrow: int | None = None, scale: int = 2) -> list[Image.Image]:
-        """One grid image per kept state (noise first, the samples last), the layout of `grid`."""
-        from imgflow.animation import image_trajectory_frames
-
-        return image_trajectory_frames(self._trajectory(), nrow or self.default_nrow(), scale)
-
-    def save_gif(self, path: str | Path, nrow: int | None = None, fps: float = 8.0, scale: int = 2) -> Path:
-        """The sampling process as an animated GIF (Pillow; no ffmpeg), a grid per kept state; returns the path."""
-        from imgflow.animation import save_gif
-
-        return save_gif(self.trajectory_frames(nrow, scale), path, fps=fps)
-
-    def trajectory_strip(self) -> Image.Image:
-        """A denoising strip: one row per sample, its kept states from noise (left) to sample (right)."""
-        from imgflow.animation import trajectory_strip
-
-        return trajectory_strip(self._trajectory())
 
 
 def _clip_finite(x: Tensor) -> Tensor:
@@ -201,17 +93,6 @@ def trajectory_indices(grid: Tensor, trajectory: bool | int | Sequence[float]) -
         raise ConfigError(f"trajectory={trajectory} asks for more states than the sampler's grid has ({num_states} = steps + 1): "
                           "use trajectory=True or more steps")
     return sorted({round(k * (num_states - 1) / (trajectory - 1)) for k in range(trajectory)})
-
-
-def image_grid_png(images: Tensor, nrow: int = 8) -> bytes:
-    """PNG bytes of a grid of [-1, 1] images (torchvision's make_grid layout)."""
-    import io
-
-    from torchvision.utils import save_image
-
-    buf = io.BytesIO()
-    save_image(images.clamp(-1, 1) * 0.5 + 0.5, buf, nrow=nrow, format="png", padding=2)
-    return buf.getvalue()
 
 
 def balanced_labels(num: int, classes: Sequence[int]) -> Tensor:
@@ -310,47 +191,52 @@ class Sampler:
 
     @property
     def defaults(self) -> SamplingSettings:
-        """The sampler the run's config asks for ([sample] section)."""
-        s = self._sample_defaults
-        return self.settings(s["solver"], s["num_steps"], s["time_grid"], s["guidance_scale"] if self.conditional else 1.0,
-                             s["sde_epsilon"], s["rtol"], s["atol"])
-
-    @property
-    def _sample_defaults(self) -> dict:
-        base = dataclasses.asdict(SampleSection())  # a record without a sampler of its own
-        if self.flow_map:
-            base.update(solver="flow_map", num_steps=1)
-        return {**base, **self.record.sampling}
+        """The sampler the run's config asks for ([sample] section), completed ('auto' grid: the solver's)."""
+        return self.settings()
 
     def settings(self, solver: str | None = None, steps: int | None = None, time_grid: str | None = None,
-                 guidance: float | None = None, sde_epsilon: float | None = None, rtol: float | None = None,
-                 atol: float | None = None) -> SamplingSettings:
-        """Complete and check sampler settings; None takes the run's default ('auto' grid: the solver's)."""
-        s = self._sample_defaults
-        solver = solver or s["solver"]
+                 guidance: float | None = None, **solver_options: Any) -> SamplingSettings:
+        """Complete and check sampler settings; None takes the run's default ('auto' grid: the solver's).
+
+        solver_options: the chosen solver's own settings (`SOLVERS[solver].options`: rtol and atol of "adaptive",
+        sde_epsilon of "euler_maruyama"); None leaves one at the run's value (or, for another solver than the
+        run's, at that solver's default). A setting the solver does not have is refused.
+        """
+        base = self.record.sampling_settings()
+        solver = solver or base.solver
         try:
             info = solver_info(solver)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        steps = s["num_steps"] if steps is None else int(steps)
-        if steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {steps}")
-        time_grid = time_grid or s["time_grid"]
+        given = {k: v for k, v in solver_options.items() if v is not None}
+        own = {f.name for f in dataclasses.fields(info.options)}
+        stray = sorted(set(given) - own)
+        if stray:
+            havers = [n for n, s in SOLVERS.items() if stray[0] in {f.name for f in dataclasses.fields(s.options)}]
+            where = f" (it is a setting of {' and '.join(havers)})" if havers else ""
+            raise ConfigError(f"solver {solver!r} has no setting {stray[0]!r}{where}; its settings: {', '.join(sorted(own)) or 'none'}")
+        options = base.options if solver == base.solver else info.options()
+        try:
+            options = dataclasses.replace(options, **given)
+        except TypeError as exc:
+            raise ConfigError(f"solver {solver!r}: {exc}") from None
+        steps = base.steps if steps is None else int(steps)
+        time_grid = time_grid or base.time_grid
         if time_grid == "auto":
             time_grid = info.default_time_grid
-        guidance = (s["guidance_scale"] if self.conditional else 1.0) if guidance is None else float(guidance)
-        if not math.isfinite(guidance):
-            raise ConfigError(f"guidance must be a finite number, got {guidance}")
+        guidance = base.guidance if guidance is None else float(guidance)
         if guidance != 1.0 and not self.conditional:
             raise ConfigError(f"guidance {guidance:g} needs a class-conditional model; this one is unconditional (use 1)")
         if info.flow_map and not self.flow_map:
-            raise ConfigError(f"solver {solver!r} jumps with a flow-map model (trained with flow.objective = 'mean_flow'); "
-                              "this model predicts a velocity: use euler, midpoint, heun, rk4, adaptive or euler_maruyama")
-        eps = s["sde_epsilon"] if sde_epsilon is None else float(sde_epsilon)
-        if eps < 0:
-            raise ConfigError(f"sde_epsilon must be >= 0, got {eps}")
-        out = SamplingSettings(solver, steps, time_grid, guidance, eps, s["rtol"] if rtol is None else rtol, s["atol"] if atol is None else atol)
-        named_time_grid(out.time_grid, 1)  # an unknown grid name fails here, before any work
+            odes = ", ".join(n for n, e in SOLVERS.items() if not e.flow_map)
+            raise ConfigError(f"solver {solver!r} jumps with a flow-map model (trained with a flow-map objective such as mean_flow); "
+                              f"this model predicts a velocity: use one of {odes}")
+        out = SamplingSettings(solver, steps, time_grid, guidance, options)
+        try:
+            out.validate()
+            named_time_grid(out.time_grid, 1)  # an unknown grid name fails here, before any work
+        except ValueError as exc:
+            raise ConfigError(str(exc).replace("sample.num_steps", "steps").replace("sample.guidance_scale", "guidance")) from None
         return out
 
     @property
@@ -398,20 +284,20 @@ class Sampler:
             return FlowMap(lambda x, t, r: net(x, t, r=r), self.path.schedule), ({"noise": PerSampleBrownian(seed, idx)} if info.stochastic else {})
         field = ModelField(net, self.record.prediction, self.path.schedule)
         if info.stochastic:
-            return InterpolantSDE(field, self.path.schedule, settings.sde_epsilon), {"noise": PerSampleBrownian(seed, idx)}
-        return LearnedVectorFieldODE(field), info.own_settings(settings)
+            return InterpolantSDE(field, self.path.schedule, settings.options.sde_epsilon), {"noise": PerSampleBrownian(seed, idx)}
+        return LearnedVectorFieldODE(field), info.solver_kwargs(settings.options)
 
     @torch.inference_mode()
     def sample(self, num: int = 16, labels: Labels = None, *, guidance: float | None = None, solver: str | None = None,
-               steps: int | None = None, time_grid: str | None = None, sde_epsilon: float | None = None,
-               rtol: float | None = None, atol: float | None = None, seed: int = 0, batch_size: int = 256,
+               steps: int | None = None, time_grid: str | None = None, seed: int = 0, batch_size: int = 256,
                progress: bool = False, clip: bool = True, noise: Tensor | None = None,
-               trajectory: bool | int | Sequence[float] = False) -> Samples:
+               trajectory: bool | int | Sequence[float] = False, **solver_options: Any) -> Samples:
         """Draw `num` images.
 
         labels: None (cycle through every class), a class (index or name), a list of classes
         cycled to `num`, or a (num,) tensor; must be None for an unconditional model.
-        guidance / solver / steps / time_grid / sde_epsilon / rtol / atol: default to the run's [sample] section.
+        guidance / solver / steps / time_grid and the solver's own settings (solver_options: sde_epsilon of
+        euler_maruyama, rtol / atol of adaptive; see `settings`) default to the run's [sample] section.
         Sample i starts from the noise seeded by (seed, i), whatever batch_size.
         clip: clip the solver's output to the data range [-1, 1] (non-finite values are kept, so
         a diverged sample stays visible); False returns it as integrated.
@@ -427,7 +313,7 @@ class Sampler:
             raise ConfigError(f"num and batch_size must be >= 1, got {num} and {batch_size}")
         if noise is not None and tuple(noise.shape) != (num, *self.latent_spec.shape):
             raise ConfigError(f"noise must have shape ({num}, {', '.join(map(str, self.latent_spec.shape))}), got {tuple(noise.shape)}")
-        settings = self.settings(solver, steps, time_grid, guidance, sde_epsilon, rtol, atol)
+        settings = self.settings(solver, steps, time_grid, guidance, **solver_options)
         y_all = self.labels(num, labels)
         # the grid is the same for every batch: check `trajectory` before any work
         keep = trajectory_indices(named_time_grid(settings.time_grid, settings.steps), trajectory)
@@ -490,5 +376,4 @@ class Sampler:
         return self.sample(num, labels, noise=noise, **sample_kwargs)
 
 
-__all__ = ["Labels", "PerSampleBrownian", "Sampler", "Samples", "SamplingSettings", "balanced_labels", "image_grid_png",
-           "per_sample_noise", "trajectory_indices"]
+__all__ = ["Labels", "PerSampleBrownian", "Sampler", "balanced_labels", "per_sample_noise", "trajectory_indices"]

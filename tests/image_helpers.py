@@ -65,5 +65,9 @@ def tiny_config(out_dir: Path, **overrides) -> RunConfig:
     }
     if overrides.get("model.arch", "unet") != "unet":  # the U-Net's own section applies only to the U-Net
         base = {k: v for k, v in base.items() if not k.startswith("model.unet.")}
+    if overrides.get("data.dataset", "mnist") == "folder":  # a folder has no download
+        base.pop("data.download")
+    if overrides.get("flow.objective") == "autoencoder":  # an autoencoder's grid has no sampler
+        base.pop("sample.num_steps")
     base.update(overrides)
     return load_config(None, base)

@@ -10,7 +10,7 @@ from PIL import Image
 from imgflow.animation import image_trajectory_frames, trajectory_strip
 from imgflow.config import ConfigError
 from imgflow.core.gif import save_gif
-from imgflow.factory import build_model
+from imgflow.resolved_run import build_model
 from imgflow.sampler import Sampler, per_sample_noise, trajectory_indices
 from tests.image_helpers import blob_images, tiny_config
 from toy.animation import particle_frames

@@ -1,6 +1,7 @@
 """A backbone defined here, in the test file, trains, resumes and samples through the public API with no other change.
 
-This is the contract of imgflow.nn.backbones: one options dataclass, one builder, one `register_backbone` line.
+This is the contract of imgflow.nn.backbones: one options dataclass (whose `validate(image_size=None)` is its one
+validation), one builder, one `register_backbone` line.
 """
 
 from dataclasses import dataclass
@@ -23,9 +24,11 @@ class TinyOptions:
     width: int = 16
     scale: float = 1.0
 
-    def validate(self) -> None:
+    def validate(self, image_size: int | None = None) -> None:
         if self.width < 2:
             raise ValueError(f"width must be >= 2, got {self.width}")
+        if image_size is not None and image_size > 64:
+            raise ValueError(f"the tiny backbone takes images up to 64 px, not {image_size}")
 
 
 class TinyNet(nn.Module):
@@ -43,14 +46,9 @@ class TinyNet(nn.Module):
         return self.scale * self.out(torch.nn.functional.silu(self.inp(x) + c[:, :, None, None]))
 
 
-def _fits(options: TinyOptions, image_size: int) -> None:
-    if image_size > 64:
-        raise ValueError(f"the tiny backbone takes images up to 64 px, not {image_size}")
-
-
 @pytest.fixture
 def tiny_backbone():
-    register_backbone(Backbone("tiny_test_net", TinyOptions, TinyNet, flow_map=True, check_fits=_fits))
+    register_backbone(Backbone("tiny_test_net", TinyOptions, TinyNet, flow_map=True))
     yield
     unregister_backbone("tiny_test_net")
 

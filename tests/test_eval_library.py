@@ -26,7 +26,7 @@ from imgflow.evaluation import (
     train_classifier,
 )
 from imgflow.evaluation.classifier import fit_classifier
-from imgflow.factory import build_model
+from imgflow.resolved_run import build_model
 from imgflow.sampler import Sampler
 from imgflow.training.trainer import train
 from tests.image_helpers import blob_images, tiny_config, write_idx_mnist
@@ -56,7 +56,7 @@ def test_tiny_classifier_learns_the_blobs_and_round_trips(setup):
 
 
 def test_evaluate_checkpoint_returns_a_report_and_caches_the_reference(setup, tmp_path):
-    kw = dict(num=40, steps=2, guidance=[1, 3], nll=NLLSettings(images=12, solver="rk4", steps=2), cache_dir=tmp_path / "cache")
+    kw = dict(num=40, steps=2, guidance=[1, 3], nll=NLLSettings(images=12, solver="rk4", num_steps=2), cache_dir=tmp_path / "cache")
     report = evaluate_checkpoint(setup["run"], setup["clf"], **kw)
     assert [r.guidance for r in report.results] == [1.0, 3.0]
     for r in report.results:

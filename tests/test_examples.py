@@ -47,7 +47,8 @@ def test_readme_quick_start_trains_loads_samples_and_saves_a_grid(tmp_path, monk
 
 
 def test_grids_put_one_class_per_column_and_stay_near_square():
-    from imgflow.sampler import Samples, SamplingSettings
+    from imgflow.core.sampling_settings import SamplingSettings
+    from imgflow.samples import Samples
 
     def nrow(labels, n):
         y = None if labels is None else torch.tensor([labels[i % len(labels)] for i in range(n)])

@@ -9,12 +9,11 @@ from imgflow.config import ConfigError
 from imgflow.core import SOLVERS, GaussianPath, LinearSchedule, make_solver, sample_time_pairs, uniform_time_grid
 from imgflow.core.dynamics import FlowMap
 from imgflow.core.mean_flow import mean_flow_loss
-from imgflow.factory import network_for
+from imgflow.resolved_run import network_for
 from imgflow.model_record import record_from_config
 from imgflow.sampler import Sampler
-from imgflow.training.batches import MicroBatch
 from imgflow.training.model_handle import TrainingModel
-from imgflow.training.objectives import MeanFlowOptions, build_objective
+from imgflow.objectives import MeanFlowOptions, MicroBatch, build_objective
 from imgflow.training.trainer import Trainer
 from tests.image_helpers import blob_images, tiny_config
 from tests.test_mean_flow import MU, S, exact_average_velocity
@@ -118,7 +117,7 @@ def test_full_jumps_and_equal_rows():
     assert bool((t[: n // 2] == r[: n // 2]).all())
     full = ((t[n // 2:] == 0) & (r[n // 2:] == 1)).double().mean().item()
     assert abs(full - 0.1) < 5 * math.sqrt(0.1 * 0.9 / (n // 2))
-    with pytest.raises(ValueError, match="unknown time-pair sampler 'normal'; choose one of sorted, independent"):
+    with pytest.raises(ValueError, match=r"unknown time-pair sampler 'normal' \(flow.mean_flow.time_sampler\); choose one of: sorted, independent"):
         sample_time_pairs(4, "normal")
 
 
@@ -137,7 +136,7 @@ def test_the_flow_matching_phase_trains_flow_matching(tmp_path):
     cfg = tiny_config(tmp_path, **{"flow.objective": "mean_flow", "model.unet.time_scale": 50.0, "flow.mean_flow.adaptive_p": 0.0,
                                    "flow.mean_flow.flow_matching_steps": 5, "flow.mean_flow.anneal_steps": 5,
                                    "flow.mean_flow.equal_fraction": 0.0})
-    objective = build_objective(cfg, null_label=10)
+    objective = build_objective(cfg.flow.objective, cfg.flow.settings(), cfg.flow.options, null_label=10)
     torch.manual_seed(0)
     data, noise, y = torch.rand(6, 1, 8, 8) * 2 - 1, torch.randn(6, 1, 8, 8), torch.arange(6)
     t, r = objective.draw_times(6, torch.Generator().manual_seed(0), torch.device("cpu"))
@@ -238,7 +237,7 @@ def test_extra_emas_are_kept_side_by_side(tmp_path):
 
 
 def test_the_r_equal_t_rows_are_the_same_on_any_number_of_processes():
-    from imgflow.training.objectives import equal_rows
+    from imgflow.objectives import equal_rows
 
     one = equal_rows(0, 64, 0.25)
     halves = equal_rows(0, 32, 0.25) + [32 + j for j in equal_rows(32, 32, 0.25)]

@@ -26,7 +26,7 @@ def test_shipped_configs_load_round_trip_and_build_at_their_resolution(path):
     for a latent config the latents of the shipped autoencoder config it names (by its run.output_dir). GPU recipes run
     on PyTorch's meta device (shapes only, no arithmetic)."""
     from imgflow.data import DataSpec, dataset_spec
-    from imgflow.factory import build_model, check_model_fits
+    from imgflow.resolved_run import build_model, check_model_fits
 
     raw = _load_shipped(path)
     assert RunConfig.from_json(raw.to_json()).to_dict() == raw.to_dict()
@@ -213,7 +213,7 @@ def test_a_flat_config_of_imgflow_0_2_loads_as_its_sectioned_equivalent_with_one
     old = load_config(flat)
     err = capsys.readouterr().err.strip().splitlines()
     assert old.to_dict() == new.to_dict()
-    assert len(err) == 1 and "flat config layout" in err[0] and "model.base_channels -> model.unet.base_channels" in err[0]
+    assert len(err) == 1 and "earlier config layout" in err[0] and "model.base_channels -> model.unet.base_channels" in err[0]
     assert old.model.unet.head_channels is None and old.data.folder.cache_dir is None and old.flow.mean_flow.guidance == 1.5
     # flat keys on the command line move the same way
     cli = load_config(sectioned, {"model.base_channels": 8, "flow.mean_flow_guidance": 2.0})

@@ -12,7 +12,7 @@ from PIL import Image
 from imgflow.checkpoint import CheckpointError, list_checkpoints, load_checkpoint, load_weights_into
 from imgflow.config import ConfigError, load_config
 from imgflow.core import flow_matching_loss
-from imgflow.factory import build_model, build_path
+from imgflow.resolved_run import build_model
 from imgflow.sampler import Sampler
 from imgflow.training.metrics_log import read_metrics
 from imgflow.training.trainer import NonFiniteLossError, Trainer, train
@@ -29,7 +29,7 @@ def eval_loss(model, cfg, data, seed=123):
     t = torch.rand(64, generator=g)
     noise = torch.randn(images.shape, generator=g)
     with torch.no_grad():
-        return flow_matching_loss(model, build_path(cfg), images, t, noise=noise, model_kwargs={"y": y}).item()
+        return flow_matching_loss(model, cfg.flow.settings().path(), images, t, noise=noise, model_kwargs={"y": y}).item()
 
 
 def all_state(trainer):

@@ -200,7 +200,7 @@ def test_a_checkpoint_from_before_the_second_time_loads_and_samples_as_before(tm
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a dict)
     stored = json.loads(metadata["config"])
     for section, key in (("model", "second_time"), ("model", "time_scale")):
-        del stored[section]["unet"][key]
+        stored[section]["unet"].pop(key, None)
     del stored["flow"]["objective"]
     old = tmp_path / "old" / "ckpt-00000004.safetensors"
     old.parent.mkdir()
@@ -212,12 +212,16 @@ def test_a_checkpoint_from_before_the_second_time_loads_and_samples_as_before(tm
     assert torch.equal(sampler.sample(4, steps=2).images, before.images)
 
 
-def test_an_unlabelled_flow_map_trains_without_guidance_and_says_so(tmp_path):
-    """A guided recipe on unlabelled data (a flat folder) trains unconditionally: no guidance is folded in."""
+def test_an_unlabelled_flow_map_refuses_guidance_and_trains_without_it(tmp_path):
+    """A guided recipe on unlabelled data (a flat folder) is refused before anything is written (the guidance would do
+    nothing); at guidance 1 it trains unconditionally."""
     from imgflow.data import ImageData
 
     data = ImageData(blob_images(32).images, None)
-    cfg = mean_flow_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2})
+    with pytest.raises(ConfigError, match=r"flow.mean_flow.guidance guides with class labels, but the data has no classes"):
+        Trainer(mean_flow_config(tmp_path / "guided"), data=data)
+    assert not (tmp_path / "guided").exists()
+    cfg = mean_flow_config(tmp_path / "run", **{"train.steps": 2, "train.checkpoint_every": 2, "flow.mean_flow.guidance": 1.0})
     trainer = Trainer(cfg, data=data)
     assert trainer.objective.guidance is None
     trainer.run(progress=False)

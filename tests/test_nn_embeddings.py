@@ -77,7 +77,7 @@ def test_embedding_follows_weight_dtype_of_a_converted_model():
 
 
 def test_unknown_time_embedding_is_rejected():
-    with pytest.raises(ValueError, match="unknown time_embedding 'gaussian'"):
+    with pytest.raises(ValueError, match="unknown time embedding 'gaussian'"):
         make_time_embedding("gaussian", 8, 16)
 
 

@@ -9,7 +9,7 @@ import torchvision
 
 from imgflow.config import ConfigError, load_config
 from imgflow.data import DATASETS, DatasetNotFoundError, load_dataset
-from imgflow.factory import build_model
+from imgflow.resolved_run import build_model
 
 N_TRAIN, N_TEST = 12, 6
 

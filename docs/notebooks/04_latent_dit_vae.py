@@ -35,8 +35,9 @@ import imgflow
 from imgflow import Sampler, load_config, train
 from imgflow.core.vae import gaussian_kl
 from imgflow.data import ImageData, load_image_data
-from imgflow.latents import load_autoencoder, reconstructions
-from imgflow.sampler import image_grid_png
+from imgflow.grids import image_grid_png
+from imgflow.latents import load_autoencoder
+from imgflow.nn.autoencoder import reconstructions
 
 SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
 CONFIGS = Path(imgflow.__file__).resolve().parents[1] / "configs"

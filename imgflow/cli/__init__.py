@@ -102,6 +102,30 @@ def apply_runtime_arguments(args: argparse.Namespace) -> None:
         args.device = str(default_device())
 
 
+def add_solver_option_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --<setting> option per setting a registered solver has of its own (`SolverInfo.options`: --rtol, --atol of
+    adaptive, --sde-epsilon of euler_maruyama, ...); given for another solver, `Sampler.settings` refuses it."""
+    import dataclasses
+
+    from imgflow.core import SOLVERS
+
+    owners: dict[str, list[str]] = {}
+    kinds: dict[str, type] = {}
+    for name, info in SOLVERS.items():
+        hints = typing.get_type_hints(info.options)
+        for f in dataclasses.fields(info.options):
+            owners.setdefault(f.name, []).append(name)
+            kinds[f.name] = hints[f.name]
+    for option, solvers in owners.items():
+        parser.add_argument(f"--{option.replace('_', '-')}", dest=f"solver_option:{option}", type=kinds[option], default=None,
+                            help=f"{option} of {' and '.join(solvers)} (default: the run's, else the solver's)")
+
+
+def solver_options_from_args(args: argparse.Namespace) -> dict[str, typing.Any]:
+    """The solver settings given on the command line (add_solver_option_arguments), by name."""
+    return {k.split(":", 1)[1]: v for k, v in vars(args).items() if k.startswith("solver_option:") and v is not None}
+
+
 def check_output_file(path: str | Path | None, option: str) -> None:
     """Fail before any work if an output file's folder is missing or not writable."""
     if path is None:

@@ -21,11 +21,13 @@ from collections.abc import Sequence
 from imgflow.cli import (
     ArgumentParser,
     add_runtime_arguments,
+    add_solver_option_arguments,
     apply_runtime_arguments,
     check_output_file,
     check_positive,
     parse_floats,
     say,
+    solver_options_from_args,
 )
 from imgflow.config import CHOICES, ConfigError
 
@@ -40,6 +42,9 @@ def is_autoencoder_checkpoint(where: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from imgflow.core import SOLVERS
+    from imgflow.evaluation.report import NLL_LABELS, NLLSettings, evaluate_checkpoint
+
     p = ArgumentParser(prog="evaluate.py", description=__doc__)
     p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
     p.add_argument("--classifier", required=True, help="classifier file from scripts/train_classifier.py")
@@ -48,15 +53,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="solver steps (default: the run's sample.num_steps)")
     p.add_argument("--time-grid", choices=CHOICES["sample.time_grid"], help="auto, uniform or late")
     p.add_argument("--guidance", help="comma-separated guidance scales, e.g. 1,2,3 (default: 1 and the run's own)")
-    p.add_argument("--sde-epsilon", type=float, help="noise level of the euler_maruyama sampler")
-    p.add_argument("--bpd-images", type=int, default=100, help="held-out images for the NLL (0 = skip; default 100)")
-    p.add_argument("--bpd-solver", default="adaptive", choices=("euler", "midpoint", "heun", "rk4", "adaptive"),
-                   help="ODE solver of the NLL (default adaptive: learned fields are stiff near the data)")
-    p.add_argument("--bpd-tol", type=float, default=1e-4, help="rtol = atol of the adaptive NLL solver (default 1e-4)")
-    p.add_argument("--bpd-steps", type=int, default=16, help="steps of a fixed-step NLL solver (default 16)")
-    p.add_argument("--bpd-grid-power", type=float, default=3.0, help="fixed-step NLL grid power (steps shrink towards the data)")
-    p.add_argument("--bpd-probes", type=int, default=1, help="Hutchinson probes per image (default 1)")
-    p.add_argument("--bpd-label", choices=("null", "true"), default="null", help="score p(x) (null label) or p(x | y)")
+    add_solver_option_arguments(p)
+    nll = NLLSettings()  # the project's likelihood defaults (imgflow.core.likelihood.LikelihoodSettings)
+    p.add_argument("--bpd-images", type=int, default=nll.images, help=f"held-out images for the NLL (0 = skip; default {nll.images})")
+    p.add_argument("--bpd-solver", default=nll.solver, choices=[n for n, s in SOLVERS.items() if not (s.stochastic or s.flow_map)],
+                   help=f"ODE solver of the NLL (default {nll.solver}: learned fields are stiff near the data)")
+    p.add_argument("--bpd-tol", type=float, default=nll.rtol, help=f"rtol = atol of the adaptive NLL solver (default {nll.rtol:g})")
+    p.add_argument("--bpd-steps", type=int, default=nll.num_steps, help=f"steps of a fixed-step NLL solver (default {nll.num_steps})")
+    p.add_argument("--bpd-grid-power", type=float, default=nll.grid_power,
+                   help=f"fixed-step NLL grid power (steps shrink towards the data; default {nll.grid_power:g})")
+    p.add_argument("--bpd-probes", type=int, default=nll.num_probes, help=f"Hutchinson probes per image (default {nll.num_probes})")
+    p.add_argument("--bpd-label", choices=NLL_LABELS, default=nll.label, help="score p(x) (null label) or p(x | y)")
     p.add_argument("--no-baseline", action="store_true", help="skip the FID of real training images")
     p.add_argument("--inception", action="store_true", help="also Inception FID (needs torch-fidelity and its weights)")
     p.add_argument("--inception-weights", help="InceptionV3 weights file (torch-fidelity's .pth)")
@@ -76,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_output_file(args.json, "--json")
     check_output_file(args.reconstructions, "--reconstructions")
 
-    from imgflow.evaluation.report import NLLSettings, evaluate_checkpoint
     from imgflow.files import write_json
 
     data = {"download": args.download, **({"data_root": args.data_root} if args.data_root else {})}
@@ -92,10 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in filter(None, (args.json, args.reconstructions)):
             print(f"wrote {path}")
         return 0
-    nll = NLLSettings(args.bpd_images, args.bpd_solver, args.bpd_tol, args.bpd_steps, args.bpd_grid_power, args.bpd_probes, args.bpd_label)
+    nll = NLLSettings(solver=args.bpd_solver, num_steps=args.bpd_steps, rtol=args.bpd_tol, atol=args.bpd_tol, grid_power=args.bpd_grid_power,
+                      num_probes=args.bpd_probes, images=args.bpd_images, label=args.bpd_label)
     report = evaluate_checkpoint(
         args.checkpoint, args.classifier, num=args.num, guidance=parse_floats(args.guidance, "--guidance") if args.guidance else None,
-        solver=args.solver, steps=args.steps, time_grid=args.time_grid, sde_epsilon=args.sde_epsilon, seed=args.seed,
+        solver=args.solver, steps=args.steps, time_grid=args.time_grid, seed=args.seed, **solver_options_from_args(args),
         batch_size=args.batch_size, weights=args.weights, data_overrides=data, cache_dir=args.cache_dir, nll=nll,
         baseline=not args.no_baseline, inception=args.inception, inception_weights=args.inception_weights, device=args.device,
         log=None if args.quiet else say,

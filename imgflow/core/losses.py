@@ -21,6 +21,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from imgflow.core.paths import GaussianPath, InterpolantPath
+from imgflow.core.registry import Registry
 
 Reduction = Literal["mean", "sum"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum")
@@ -131,9 +132,9 @@ def interpolant_loss(
 
 
 #: the loss that trains each kind of network output (flow.prediction)
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    "velocity": flow_matching_loss,
-    "noise": noise_prediction_loss,
-    "score": score_matching_loss,
-    "interpolant": interpolant_loss,
-}
+LOSSES: Registry[Callable[..., Tensor]] = Registry("loss", "flow.prediction", [
+    ("velocity", flow_matching_loss),
+    ("noise", noise_prediction_loss),
+    ("score", score_matching_loss),
+    ("interpolant", interpolant_loss),
+])

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from imgflow.core.registry import Registry
+
 
 class Schedule:
     """Base class: alpha(t), beta(t) and their derivatives, elementwise on tensors."""
@@ -130,18 +132,14 @@ def _elementwise_derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor
     return grad.detach()
 
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    "linear": LinearSchedule,
-    "sqrt": SqrtSchedule,
-    "cosine": CosineSchedule,
-}
+#: the schedules by the name configs use (flow.schedule)
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule", "flow.schedule", [
+    ("linear", LinearSchedule),
+    ("sqrt", SqrtSchedule),
+    ("cosine", CosineSchedule),
+])
 
 
 def schedule_from_name(name: str) -> Schedule:
     """Build a named schedule ('linear', 'sqrt', 'cosine')."""
-    try:
-        return SCHEDULES[name]()
-    except KeyError:
-        raise ValueError(
-            f"unknown schedule {name!r}; choose one of {', '.join(sorted(SCHEDULES))}"
-        ) from None
+    return SCHEDULES[name]()

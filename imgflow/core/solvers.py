@@ -8,15 +8,20 @@ of drift evaluations that call made (one evaluation of a batch counts once).
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from imgflow.core.dynamics import ODE, SDE, FlowMap
 from imgflow.core.progress import progress_bar
+from imgflow.core.registry import Registry
 
 #: draws standard-normal noise shaped like its argument
 NoiseSource = Callable[[Tensor], Tensor]
@@ -320,19 +325,58 @@ class ConsistencySolver(Solver):
 
 
 @dataclass(frozen=True)
+class NoOptions:
+    """A solver with no settings of its own."""
+
+
+@dataclass(frozen=True)
+class AdaptiveOptions:
+    """[sample.adaptive]: the relative and absolute tolerances of dopri5's error control."""
+
+    rtol: float = 1e-4
+    atol: float = 1e-4
+
+    def validate(self) -> None:
+        if not (self.rtol > 0 and self.atol > 0 and math.isfinite(self.rtol) and math.isfinite(self.atol)):
+            raise ValueError(f"rtol and atol must be positive numbers, got {self.rtol} and {self.atol}")
+
+
+@dataclass(frozen=True)
+class EulerMaruyamaOptions:
+    """[sample.euler_maruyama]: sde_epsilon, the noise level epsilon of the interpolant SDE it integrates (0 = the ODE)."""
+
+    sde_epsilon: float = 1.0
+
+    def validate(self) -> None:
+        if not (self.sde_epsilon >= 0 and math.isfinite(self.sde_epsilon)):
+            raise ValueError(f"sde_epsilon must be >= 0, got {self.sde_epsilon}")
+
+
+@dataclass(frozen=True)
 class SolverInfo:
-    """What a sampler needs to know about a solver, read off its class."""
+    """What a sampler needs to know about a solver, read off its class.
+
+    `options`: the frozen dataclass of the settings this solver has beyond steps, grid and guidance (its
+    `[sample.<name>]` section, `Sampler.sample(..., name=value)` keywords); the fields its class's constructor
+    takes are passed to it, the others configure the dynamics it integrates (the SDE's sde_epsilon).
+    """
 
     name: str
     cls: type[Solver]
     stochastic: bool = False  # integrates an SDE (draws noise)
     flow_map: bool = False  # needs a flow-map model (u(x, t, r)); a velocity model cannot use it
-    #: the sampler settings this solver takes as keyword arguments of its own (the adaptive solver's tolerances)
-    settings: tuple[str, ...] = ()
+    options: type = NoOptions
 
-    def own_settings(self, values: object) -> dict[str, object]:
-        """{name: value} of this solver's own settings, read off any object that has them as attributes."""
-        return {name: getattr(values, name) for name in self.settings}
+    def solver_kwargs(self, options: Any) -> dict[str, Any]:
+        """The fields of `options` that this solver's constructor takes, as keyword arguments."""
+        accepted = inspect.signature(self.cls.__init__).parameters
+        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name in accepted}
+
+    def validate_options(self, options: Any) -> None:
+        """ValueError naming the setting when an option is out of range."""
+        check = getattr(options, "validate", None)
+        if check is not None:
+            check()
 
     @property
     def evals_per_step(self) -> int | None:
@@ -359,27 +403,32 @@ class SolverInfo:
 
 
 #: every solver by the name configs and command lines use
-SOLVERS: dict[str, SolverInfo] = {
-    info.name: info
-    for info in (
-        SolverInfo("euler", EulerSolver),
-        SolverInfo("midpoint", MidpointSolver),
-        SolverInfo("heun", HeunSolver),
-        SolverInfo("rk4", RK4Solver),
-        SolverInfo("adaptive", AdaptiveSolver, settings=("rtol", "atol")),
-        SolverInfo("euler_maruyama", EulerMaruyamaSolver, stochastic=True),
-        SolverInfo("flow_map", FlowMapSolver, flow_map=True),
-        SolverInfo("consistency", ConsistencySolver, stochastic=True, flow_map=True),
-    )
-}
+SOLVERS: Registry[SolverInfo] = Registry("solver", "sample.solver")
+
+
+def register_solver(info: SolverInfo, *, replace: bool = False) -> SolverInfo:
+    """Add a solver (sample.solver = info.name); its options dataclass becomes [sample.<name>]."""
+    if not (dataclasses.is_dataclass(info.options) and info.options.__dataclass_params__.frozen):
+        raise TypeError(f"solver {info.name!r}: options must be a frozen dataclass (its [sample.{info.name}] section)")
+    return SOLVERS.register(info.name, info, replace=replace)
+
+
+for _info in (
+    SolverInfo("euler", EulerSolver),
+    SolverInfo("midpoint", MidpointSolver),
+    SolverInfo("heun", HeunSolver),
+    SolverInfo("rk4", RK4Solver),
+    SolverInfo("adaptive", AdaptiveSolver, options=AdaptiveOptions),
+    SolverInfo("euler_maruyama", EulerMaruyamaSolver, stochastic=True, options=EulerMaruyamaOptions),
+    SolverInfo("flow_map", FlowMapSolver, flow_map=True),
+    SolverInfo("consistency", ConsistencySolver, stochastic=True, flow_map=True),
+):
+    register_solver(_info)
 
 
 def solver_info(name: str) -> SolverInfo:
-    """The registry entry of a solver, or a ValueError listing the names."""
-    try:
-        return SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown solver {name!r}; choose one of {', '.join(SOLVERS)}") from None
+    """The registry entry of a solver (an UnknownNameError, a ValueError, listing the names)."""
+    return SOLVERS[name]
 
 
 def make_solver(name: str, dynamics: ODE | SDE, **kwargs) -> Solver:

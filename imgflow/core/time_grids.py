@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from imgflow.core.registry import Registry
+
 #: named grids: the power of `power_time_grid` (1 = uniform; 2 = "late", steps shrink towards the data)
-TIME_GRIDS: dict[str, float] = {"uniform": 1.0, "late": 2.0}
+TIME_GRIDS: Registry[float] = Registry("time grid", "sample.time_grid", [("uniform", 1.0), ("late", 2.0)])
 
 
 def uniform_time_grid(num_steps: int, t_start: float = 0.0, t_end: float = 1.0) -> Tensor:
@@ -33,8 +35,4 @@ def power_time_grid(num_steps: int, power: float = 2.0, t_start: float = 0.0, t_
 
 def named_time_grid(name: str, num_steps: int, t_start: float = 0.0, t_end: float = 1.0) -> Tensor:
     """One of TIME_GRIDS ('uniform', 'late') with num_steps steps from t_start to t_end."""
-    try:
-        power = TIME_GRIDS[name]
-    except KeyError:
-        raise ValueError(f"unknown time grid {name!r}; choose one of {', '.join(TIME_GRIDS)}") from None
-    return power_time_grid(num_steps, power, t_start, t_end)
+    return power_time_grid(num_steps, TIME_GRIDS[name], t_start, t_end)

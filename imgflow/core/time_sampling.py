@@ -11,7 +11,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-TIME_SAMPLINGS: tuple[str, ...] = ("uniform", "logit_normal")
+from imgflow.core.registry import Registry
+
+
+def uniform_times(n: int, *, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None) -> Tensor:
+    """t ~ U[0, 1) (mean and std are not used)."""
+    return torch.rand(n, generator=generator, device=device)
+
+
+def logit_normal_times(n: int, *, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
+                       device: torch.device | str | None = None) -> Tensor:
+    """t = sigmoid(mean + std * n), n ~ N(0, 1)."""
+    return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
+
+
+#: the training-time distributions by the name configs use (flow.flow_matching.time_sampling)
+TIME_SAMPLINGS = Registry("time sampling", "flow.flow_matching.time_sampling", [("uniform", uniform_times), ("logit_normal", logit_normal_times)])
 
 
 def sample_times(
@@ -23,12 +39,8 @@ def sample_times(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """n training times in [0, 1] from the named distribution."""
-    if kind == "uniform":
-        return torch.rand(n, generator=generator, device=device)
-    if kind == "logit_normal":
-        return torch.sigmoid(mean + std * torch.randn(n, generator=generator, device=device))
-    raise ValueError(f"unknown time sampling {kind!r}; choose one of {', '.join(TIME_SAMPLINGS)}")
+    """n training times in [0, 1] from the named distribution of TIME_SAMPLINGS."""
+    return TIME_SAMPLINGS[kind](n, mean=mean, std=std, generator=generator, device=device)
 
 
 # --- (t, r) pairs of a flow map u(x, t, r), 0 <= t <= r <= 1 ------------------------------------
@@ -63,7 +75,7 @@ def independent_pairs(n: int, *, mean: float = -0.4, std: float = 1.0, r_mean: f
 
 
 #: the (t, r) samplers by the name configs use (flow.mean_flow.time_sampler)
-TIME_PAIR_SAMPLERS = {"sorted": sorted_pairs, "independent": independent_pairs}
+TIME_PAIR_SAMPLERS = Registry("time-pair sampler", "flow.mean_flow.time_sampler", [("sorted", sorted_pairs), ("independent", independent_pairs)])
 
 
 def sample_time_pairs(n: int, kind: str = "sorted", *, mean: float = 0.4, std: float = 1.0, r_mean: float = 2.0,
@@ -75,11 +87,7 @@ def sample_time_pairs(n: int, kind: str = "sorted", *, mean: float = 0.4, std: f
     interval a one-step sample uses; then the first round(equal_fraction * n) pairs get r = t (flow
     matching rows: a loss can skip their JVP because it knows where they are without reading the device).
     """
-    try:
-        draw = TIME_PAIR_SAMPLERS[kind]
-    except KeyError:
-        raise ValueError(f"unknown time-pair sampler {kind!r}; choose one of {', '.join(TIME_PAIR_SAMPLERS)}") from None
-    t, r = draw(n, mean=mean, std=std, r_mean=r_mean, r_std=r_std, generator=generator, device=device)
+    t, r = TIME_PAIR_SAMPLERS[kind](n, mean=mean, std=std, r_mean=r_mean, r_std=r_std, generator=generator, device=device)
     if full_jump_fraction > 0:
         full = torch.rand(n, generator=generator, device=device) < full_jump_fraction
         t, r = torch.where(full, torch.zeros_like(t), t), torch.where(full, torch.ones_like(r), r)

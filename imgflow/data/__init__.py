@@ -1,12 +1,7 @@
 """Datasets as data sources behind one interface, all ending up as one (N, C, H, W) `ImageData`.
 
-A data source (an entry of `DATASETS`, selected by data.dataset) has
-- `options`: the dataclass of its own section [data.<name>] (a folder's path, channels, fit, ...);
-- `validate(data, options)`: a ValueError naming the key and the fix for settings it cannot satisfy;
-- `spec(data)`: channels, size and class names without loading (None when only loading tells);
-- `identity(data)`: what decides the pixels and labels (resume and cached statistics compare it);
-- `load_split(data, split, progress, log)`: the 'train' or 'test' split as `ImageData`;
-- `location_keys`: the [data] keys that only say where the files live.
+A data source (an entry of `DATASETS`, selected by data.dataset) follows the protocol of
+imgflow.data.sources; the project's sources are registered here.
 
 A folder of your own images (imgflow.data.folder) is converted once into a memory-mapped cache;
 torchvision's datasets (MNIST, Fashion-MNIST, CIFAR-10/100, SVHN) are loaded into memory. A batch is
@@ -21,18 +16,12 @@ from typing import Any
 
 from imgflow.data.folder import DataError, FolderDataset, FolderOptions, export_image_folder, scan_folder
 from imgflow.data.images import ImageData, to_model_input, to_unit_range
+from imgflow.data.sources import DATASETS, DataSource, dataset_entry, register_dataset
 from imgflow.data.spec import DataSpec, UnknownClassError
 from imgflow.data.torchvision_sets import TORCHVISION_DATASETS, DatasetNotFoundError, TorchvisionDataset, fit_size
 
-#: every data.dataset value: your own folder of images, and torchvision's datasets
-DATASETS: dict[str, Any] = {"folder": FolderDataset(), **TORCHVISION_DATASETS}
-
-
-def dataset_entry(name: str) -> Any:
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}") from None
+for _source in (FolderDataset(), *TORCHVISION_DATASETS.values()):
+    register_dataset(_source)
 
 
 def load_image_data(
@@ -82,6 +71,7 @@ def dataset_spec(data: Any) -> DataSpec:
 __all__ = [
     "DATASETS",
     "DataError",
+    "DataSource",
     "DataSpec",
     "DatasetNotFoundError",
     "FolderOptions",
@@ -95,6 +85,7 @@ __all__ = [
     "fit_size",
     "load_dataset",
     "load_image_data",
+    "register_dataset",
     "scan_folder",
     "to_model_input",
     "to_unit_range",

@@ -34,13 +34,14 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from imgflow.data.images import ImageData
 from imgflow.data.spec import DataSpec
+from imgflow.disk_cache import CacheFolder, CacheFormat, cache_root, cached
 
 #: file suffixes read as images (case-insensitive)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -58,8 +59,8 @@ class DataError(ValueError):
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("IMGFLOW_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "imgflow")
-    return Path(base) / "folders"
+    """Where converted folders are cached by default: <the imgflow cache>/folders."""
+    return cache_root() / "folders"
 
 
 @dataclass
@@ -203,19 +204,13 @@ def _converted(tasks: list[tuple[str, int, int, str]], workers: int) -> Iterator
 # --- the cache -------------------------------------------------------------------------------------
 
 
-@dataclass
-class FolderCache:
-    """A built cache: <dir>/images.u8 (N x C x H x W uint8, train rows first) and <dir>/meta.json."""
+#: the folder cache: <dir>/images.u8 (N x C x H x W uint8, train rows first) and <dir>/meta.json (imgflow.disk_cache)
+FOLDER_CACHE = CacheFormat(CACHE_FORMAT, "images.u8", lambda meta: int(np.prod([meta["count"], *meta["image_shape"]])))
 
-    dir: Path
-    meta: dict[str, Any]
 
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return (self.meta["count"], *self.meta["image_shape"])
-
-    def images(self) -> np.ndarray:
-        return np.memmap(self.dir / "images.u8", dtype=np.uint8, mode="c", shape=self.shape)
+def cache_images(cache: CacheFolder) -> np.ndarray:
+    """The cached (N, C, H, W) uint8 images, memory-mapped copy-on-write."""
+    return np.memmap(cache.dir / "images.u8", dtype=np.uint8, mode="c", shape=(cache.meta["count"], *cache.meta["image_shape"]))
 
 
 def _safe_name(root: Path) -> str:
@@ -231,54 +226,25 @@ def cache_key(scan: FolderScan, transform: dict[str, Any]) -> str:
     return hashlib.blake2b((scan.fingerprint + json.dumps(transform, sort_keys=True)).encode(), digest_size=16).hexdigest()
 
 
-def _valid_cache(folder: Path, key: str) -> FolderCache | None:
-    """The cache in `folder` if it is complete and of this key and format; None otherwise (it is then rebuilt)."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        if meta.get("format") != CACHE_FORMAT or meta.get("key") != key:
-            return None
-        expected = int(np.prod([meta["count"], *meta["image_shape"]]))
-        if (folder / "images.u8").stat().st_size != expected:
-            return None
-        return FolderCache(folder, meta)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def build_cache(scan: FolderScan, image_size: int, channels: int, fit: str, holdout_fraction: float, *, skip_bad: bool = False,
                 cache_dir: str | Path | None = None, workers: int = 0, progress: bool = False,
-                log: Callable[[str], None] | None = None) -> FolderCache:
+                log: Callable[[str], None] | None = None) -> CacheFolder:
     """The cache of a scanned folder under this transform: reused when valid, otherwise (re)built atomically."""
     from imgflow.core.progress import progress_bar
 
-    say = log or (lambda _m: None)
     transform = transform_of(image_size, channels, fit, holdout_fraction, skip_bad)
     key = cache_key(scan, transform)
     root_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     final = root_dir / f"{_safe_name(scan.root)}-{key[:16]}"
-    cached = _valid_cache(final, key)
-    if cached is not None:
-        return cached
-    if final.exists():
-        say(f"note: the image cache {final} is incomplete or from another version; rebuilding it")
-    try:
-        root_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DataError(f"cannot create the image cache folder {root_dir} ({exc.strerror}); set data.folder.cache_dir to a writable folder") from None
-    for stale in root_dir.glob(f"{final.name}.tmp-*"):  # left by a conversion that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root_dir / f"{final.name}.tmp-{os.getpid()}"
-    tmp.mkdir()
-    order = [i for i, rel in enumerate(scan.files) if not in_holdout(rel, holdout_fraction)]
-    n_train_files = len(order)
-    order += [i for i, rel in enumerate(scan.files) if in_holdout(rel, holdout_fraction)]
-    item = channels * image_size * image_size
-    tasks = [(str(scan.root / scan.files[i]), image_size, channels, fit) for i in order]
-    kept, skipped, n_train = [], [], 0
-    bar = progress_bar(total=len(tasks), enabled=progress, desc=f"converting {scan.root.name}", unit="img", mininterval=1.0,
-               delay=2.0, leave=False)
-    try:
-        with open(tmp / "images.u8", "wb") as out:
+
+    def write(tmp: Path) -> dict[str, Any]:
+        order = [i for i, rel in enumerate(scan.files) if not in_holdout(rel, holdout_fraction)]
+        n_train_files = len(order)
+        order += [i for i, rel in enumerate(scan.files) if in_holdout(rel, holdout_fraction)]
+        tasks = [(str(scan.root / scan.files[i]), image_size, channels, fit) for i in order]
+        kept, skipped, n_train = [], [], 0
+        with progress_bar(total=len(tasks), enabled=progress, desc=f"converting {scan.root.name}", unit="img", mininterval=1.0,
+                          delay=2.0, leave=False) as bar, open(tmp / "images.u8", "wb") as out:
             for position, (pixels, error) in enumerate(_converted(tasks, workers or available_cores())):
                 bar.update(1)
                 i = order[position]
@@ -291,27 +257,23 @@ def build_cache(scan: FolderScan, image_size: int, channels: int, fit: str, hold
                 out.write(pixels.tobytes())
                 kept.append(i)
                 n_train += position < n_train_files
-        bar.close()
         if not kept:
             raise DataError(f"none of the {len(tasks)} images under {scan.root} could be read; check the files")
-        if (tmp / "images.u8").stat().st_size != len(kept) * item:
-            raise DataError(f"writing the image cache in {tmp} fell short (disk full?); free space or set data.folder.cache_dir")
-        meta = {
-            "format": CACHE_FORMAT, "key": key, "source": str(scan.root.resolve()), "transform": transform, "count": len(kept),
+        return {
+            "source": str(scan.root.resolve()), "transform": transform, "count": len(kept),
             "image_shape": [channels, image_size, image_size], "train_count": n_train, "files": [scan.files[i] for i in kept],
             "labels": [scan.labels[i] for i in kept] if scan.labels is not None else None, "class_names": list(scan.class_names),
             "skipped_bad_images": skipped, "ignored_files": scan.ignored, "fingerprint": scan.fingerprint,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        bar.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _remove_superseded(root_dir, final, meta)
-    return FolderCache(final, meta)
+
+    cache, reused = cached(
+        final, FOLDER_CACHE, key, write, what="image cache", log=log,
+        unwritable=lambda exc: DataError(f"cannot create the image cache folder {root_dir} ({exc.strerror}); set data.folder.cache_dir "
+                                         "to a writable folder"),
+        short=lambda tmp: DataError(f"writing the image cache in {tmp} fell short (disk full?); free space or set data.folder.cache_dir"))
+    if not reused:
+        _remove_superseded(root_dir, final, cache.meta)
+    return cache
 
 
 def _remove_superseded(root_dir: Path, current: Path, meta: dict[str, Any]) -> None:
@@ -363,7 +325,13 @@ class FolderDataset:
     options = FolderOptions
     flippable = True  # a folder of photos may be mirrored; set data.hflip only if yours may
     #: keys that only say where the files live (resume and classifiers ignore them)
-    location_keys = ("data_root", "download", "folder.path", "folder.cache_dir", "folder.workers", "folder.skip_bad_images")
+    location_keys = ("folder.path", "folder.cache_dir", "folder.workers", "folder.skip_bad_images")
+    #: [data] keys of torchvision's datasets that a folder does not read
+    unused_keys: ClassVar[dict[str, str]] = {
+        "data.data_root": "a folder's images are read from data.folder.path",
+        "data.download": "a folder's images are on disk already (data.folder.path)",
+        "data.resize": "a folder's images are fitted to data.image_size by data.folder.fit (crop or pad)",
+    }
 
     def validate(self, data: Any, options: FolderOptions) -> None:
         """ValueError (one line naming the key and the fix) for settings no folder can satisfy."""
@@ -403,7 +371,7 @@ class FolderDataset:
             fix = "lower data.folder.holdout_fraction" if split == "train" else "set data.folder.holdout_fraction > 0 (e.g. 0.1)"
             raise DataError(f"the {split} split of {scan.root} is empty ({meta['count']} images, hold-out fraction "
                             f"{o.holdout_fraction}); {fix}")
-        images = torch.from_numpy(cache.images()[lo:hi])
+        images = torch.from_numpy(cache_images(cache)[lo:hi])
         labels = torch.tensor(meta["labels"][lo:hi], dtype=torch.long) if meta["labels"] is not None else None
         spec = DataSpec(self.name, channels, data.image_size, tuple(meta["class_names"]), scan.fingerprint)
         info = {"path": str(scan.root), "cache": str(cache.dir), "skipped_bad_images": len(meta["skipped_bad_images"]),

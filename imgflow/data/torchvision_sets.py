@@ -53,6 +53,7 @@ class TorchvisionDataset:
     options: ClassVar[type] = TorchvisionOptions
     #: keys that only say where the files live (resume and classifiers ignore them)
     location_keys: ClassVar[tuple[str, ...]] = ("data_root", "download")
+    unused_keys: ClassVar[dict[str, str]] = {}
 
     # --- the data-source interface (imgflow.data.DATASETS) --------------------------------------
     def validate(self, data: Any, options: Any) -> None:

@@ -24,7 +24,9 @@ from imgflow.config import ConfigError
 from imgflow.data import load_dataset, to_model_input
 from imgflow.evaluation.judge import REFERENCE_SPLIT, Judge
 from imgflow.files import atomic_write_bytes
-from imgflow.latents import check_codec_fits, codec_from_checkpoint, reconstruction_grid_png, reconstructions
+from imgflow.grids import reconstruction_grid_png
+from imgflow.latents import check_codec_fits, codec_from_checkpoint
+from imgflow.nn.autoencoder import reconstructions
 
 
 def psnr(reconstruction: Tensor, target: Tensor, data_range: float = 2.0) -> Tensor:

@@ -98,12 +98,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def _default_stats_folder(classifier_path: Path) -> Path:
-    from imgflow.data.folder import default_cache_dir
+    from imgflow.disk_cache import cache_root
     from imgflow.pretrained import FOLDER as PRETRAINED_FOLDER
 
     folder = classifier_path.parent
     if folder.resolve() == PRETRAINED_FOLDER or not os.access(folder, os.W_OK):
-        return default_cache_dir().parent / "fid"
+        return cache_root() / "fid"
     return folder
 
 

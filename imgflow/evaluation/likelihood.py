@@ -6,6 +6,7 @@ imgflow.core.likelihood; this module runs it over an image set in batches.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -16,8 +17,8 @@ import torch
 from torch import Tensor
 
 from imgflow.config import ConfigError
-from imgflow.core import ModelField
-from imgflow.core.likelihood import bits_per_dim, dequantize, log_likelihood
+from imgflow.core import ModelField, solver_info
+from imgflow.core.likelihood import LikelihoodSettings, bits_per_dim, dequantize, log_likelihood
 from imgflow.sampler import Sampler
 
 
@@ -40,26 +41,27 @@ def image_nll(
     images_uint8: Tensor,
     labels: Tensor | None = None,
     label_mode: str = "null",
-    solver: str = "adaptive",
-    num_steps: int = 16,
-    num_probes: int = 1,
-    probe: str = "rademacher",
+    settings: LikelihoodSettings | None = None,
+    *,
     seed: int = 0,
     batch_size: int = 50,
-    rtol: float = 1e-4,
-    atol: float = 1e-4,
-    grid_power: float = 3.0,
     log: Callable[[str], None] | None = None,
+    **changes: Any,
 ) -> NLLResult:
     """Bits/dim of dequantised images under the model's probability-flow ODE (Hutchinson divergence).
 
     label_mode "null" scores p(x) with the null label (the unconditional model a class-conditional
     one learns through label dropout), "true" scores p(x | y) with the images' labels; an
-    unconditional model ignores it. The default adaptive solver (rtol = atol = 1e-4) is within
-    about 0.01 bits/dim of a tight solve; fixed-step solvers use `num_steps` steps on a grid that
-    shrinks towards the data end (`grid_power`). See imgflow.core.likelihood for the dequantisation,
-    the formula and why uniform steps fail here.
+    unconditional model ignores it. `settings` (default `LikelihoodSettings()`, the project's one set of
+    likelihood defaults; keywords such as solver="euler", num_steps=2 change single fields) says how the
+    ODE is integrated. See imgflow.core.likelihood for the dequantisation, the formula and why uniform
+    steps fail here.
     """
+    settings = dataclasses.replace(settings or LikelihoodSettings(), **changes)
+    try:
+        settings.check()
+    except ValueError as exc:
+        raise ConfigError(f"NLL settings: {exc}") from None
     if sampler.codec is not None:
         raise ConfigError("bits/dim needs a pixel-space model: a latent model's likelihood is of its latents, not of the images "
                           "(skip it: --bpd-images 0)")
@@ -83,8 +85,7 @@ def image_nll(
             y = labels[start : start + batch_size].to(device) if label_mode == "true" else null
             kwargs["y"] = y
         field_ = ModelField(model, sampler.record.prediction, schedule, model_kwargs=kwargs)
-        res = log_likelihood(field_, x, solver=solver, num_steps=num_steps, divergence="hutchinson", probe=probe,
-                             num_probes=num_probes, seed=seed + 1000 * b + 1, rtol=rtol, atol=atol, grid_power=grid_power)
+        res = log_likelihood(field_, x, settings, divergence="hutchinson", seed=seed + 1000 * b + 1)
         bpd.append(bits_per_dim(res.log_prob.double().cpu(), dims))
         nfe = max(nfe, res.nfe)
         if log is not None:
@@ -92,10 +93,9 @@ def image_nll(
             log(f"  NLL {done}/{x_all.shape[0]} images: {torch.cat(bpd).mean():.4f} bits/dim so far | {time.perf_counter() - t0:.0f} s")
     values = torch.cat(bpd)
     stderr = float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else float("nan")
-    settings = {"solver": solver, "num_steps": num_steps, "num_probes": num_probes, "probe": probe, "label": label_mode,
-                "dequantization": "uniform, width 2/256", "seed": seed}
-    if solver == "adaptive":
-        settings.update(rtol=rtol, atol=atol)
-    else:
-        settings.update(grid_power=grid_power)
-    return NLLResult(float(values.mean()), stderr, values.tolist(), values.numel(), nfe, time.perf_counter() - t0, settings)
+    s = settings
+    used = {"solver": s.solver, "num_steps": s.num_steps, "num_probes": s.num_probes, "probe": s.probe, "label": label_mode,
+            "dequantization": "uniform, width 2/256", "seed": seed}
+    adaptive = solver_info(s.solver).evals_per_step is None
+    used.update({"rtol": s.rtol, "atol": s.atol} if adaptive else {"grid_power": s.grid_power})
+    return NLLResult(float(values.mean()), stderr, values.tolist(), values.numel(), nfe, time.perf_counter() - t0, used)

@@ -20,11 +20,13 @@ from typing import Any
 
 from imgflow.checkpoint import load_checkpoint
 from imgflow.config import ConfigError
+from imgflow.core.likelihood import LikelihoodSettings
+from imgflow.core.sampling_settings import SamplingSettings
 from imgflow.data import load_dataset
 from imgflow.evaluation.fid import inception_fid, inception_status
 from imgflow.evaluation.judge import REFERENCE_SPLIT, Judge
 from imgflow.evaluation.likelihood import NLLResult, image_nll
-from imgflow.sampler import Sampler, SamplingSettings
+from imgflow.sampler import Sampler
 
 NLL_LABELS = ("null", "true")
 
@@ -43,25 +45,23 @@ class GuidanceResult:
     nonfinite: int
 
 
-@dataclass
-class NLLSettings:
-    """How to compute bits/dim: `images` held-out images (0 = skip), the ODE solver and its accuracy, probes, label."""
+@dataclass(frozen=True)
+class NLLSettings(LikelihoodSettings):
+    """How to compute bits/dim: `images` held-out images (0 = skip), the `label` to score with ("null": p(x), "true":
+    p(x | y)), and how the ODE is integrated (the fields of imgflow.core.likelihood.LikelihoodSettings, its defaults)."""
 
     images: int = 100
-    solver: str = "adaptive"
-    tolerance: float = 1e-4
-    steps: int = 16
-    grid_power: float = 3.0
-    probes: int = 1
     label: str = "null"
 
     def check(self) -> None:
         if self.images < 0:
             raise ConfigError(f"the number of NLL images must be >= 0, got {self.images}")
-        if self.tolerance <= 0 or self.grid_power <= 0 or self.steps < 1 or self.probes < 1:
-            raise ConfigError("the NLL tolerance and grid power must be > 0, its steps and probes >= 1")
         if self.label not in NLL_LABELS:
             raise ConfigError(f"the NLL label must be one of {', '.join(NLL_LABELS)}, got {self.label!r}")
+        try:
+            super().check()
+        except ValueError as exc:
+            raise ConfigError(f"NLL settings: {exc}") from None
 
 
 @dataclass
@@ -126,7 +126,6 @@ def evaluate_checkpoint(
     solver: str | None = None,
     steps: int | None = None,
     time_grid: str | None = None,
-    sde_epsilon: float | None = None,
     seed: int = 0,
     batch_size: int = 250,
     weights: str = "ema",
@@ -138,13 +137,15 @@ def evaluate_checkpoint(
     inception_weights: str | Path | None = None,
     device: str | None = None,
     log: Callable[[str], None] | None = None,
+    **solver_options: Any,
 ) -> EvalReport:
     """Score a checkpoint (file or run folder) with the project classifier of its data.
 
     guidance: scales to sample at (default: 1 and the run's own; [1] for unconditional models).
     data_overrides: [data] keys to change from the run's (e.g. {"data_root": "../shared/data"}).
-    nll: bits/dim settings (default NLLSettings(); images = 0 skips it). Everything that can be
-    wrong with the arguments is checked before any sampling.
+    nll: bits/dim settings (default NLLSettings(); images = 0 skips it). solver_options: the solver's own
+    settings (sde_epsilon, rtol, ...; see `Sampler.settings`). Everything that can be wrong with the
+    arguments is checked before any sampling.
     """
     say = log or (lambda _msg: None)
     nll = nll or NLLSettings()
@@ -169,7 +170,7 @@ def evaluate_checkpoint(
     guidance = [float(w) for w in guidance]
     if not guidance or any(not math.isfinite(w) for w in guidance):
         raise ConfigError(f"guidance must be finite numbers, got {guidance}")
-    settings = [sampler.settings(solver, steps, time_grid, w, sde_epsilon) for w in guidance]  # checks them all first
+    settings = [sampler.settings(solver, steps, time_grid, w, **solver_options) for w in guidance]  # checks them all first
     judge = Judge.load(classifier, data, sampler.spec, cache_dir=cache_dir, device=sampler.device, log=say)
     say(f"reference statistics: {judge.reference.stats.n} {REFERENCE_SPLIT} images "
         f"({'cached' if not judge.reference.computed else 'computed'}: {judge.reference.cache_path})")
@@ -182,8 +183,8 @@ def evaluate_checkpoint(
     first_images = None
     for s in settings:
         say(f"sampling {num} images at guidance {s.guidance:g} ({s.describe()})...")
-        samples = sampler.sample(num, guidance=s.guidance, solver=s.solver, steps=s.steps, time_grid=s.time_grid,
-                                 sde_epsilon=s.sde_epsilon, seed=seed, batch_size=batch_size)
+        samples = sampler.sample(num, guidance=s.guidance, solver=s.solver, steps=s.steps, time_grid=s.time_grid, seed=seed,
+                                 batch_size=batch_size, **s.option_values())
         first_images = samples.images if first_images is None else first_images
         q = judge.score(samples.images, samples.labels)
         ca = q.class_accuracy
@@ -199,10 +200,8 @@ def evaluate_checkpoint(
                                 "reference": f"{REFERENCE_SPLIT} split"}
     if nll.images > 0:
         n = min(nll.images, len(held_out))
-        say(f"NLL of {n} {REFERENCE_SPLIT} images ({nll.solver}, {nll.probes} Hutchinson probe(s))...")
+        say(f"NLL of {n} {REFERENCE_SPLIT} images ({nll.solver}, {nll.num_probes} Hutchinson probe(s))...")
         labels = held_out.labels[:n] if held_out.labels is not None else None
-        report.nll = image_nll(sampler, held_out.images[:n], labels, nll.label, nll.solver, nll.steps, nll.probes, seed=seed,
-                               batch_size=min(batch_size, 50), rtol=nll.tolerance, atol=nll.tolerance, grid_power=nll.grid_power,
-                               log=log)
+        report.nll = image_nll(sampler, held_out.images[:n], labels, nll.label, nll, seed=seed, batch_size=min(batch_size, 50), log=log)
     report.seconds = time.perf_counter() - t0
     return report

@@ -18,6 +18,7 @@ from typing import Any
 
 from imgflow.config import ConfigError
 from imgflow.core import SOLVERS, TIME_GRIDS, solver_info
+from imgflow.core.sampling_settings import SamplingSettings
 from imgflow.evaluation.judge import Judge
 from imgflow.files import atomic_write_bytes, write_json
 from imgflow.sampler import Sampler
@@ -89,8 +90,9 @@ def nfe_sweep(sampler: Sampler, judge: Judge, settings: Sequence[SweepSetting], 
     """Score every setting on the same `num` samples' seeds and labels; `on_row` sees each row as it is done."""
     rows = []
     for s in settings:
-        samples = sampler.sample(num, guidance=guidance, solver=s.solver, steps=s.steps, time_grid=s.time_grid,
-                                 sde_epsilon=sde_epsilon, rtol=s.tolerance, atol=s.tolerance, seed=seed, batch_size=batch_size)
+        own = SamplingSettings.options_of(s.solver, sde_epsilon=sde_epsilon, rtol=s.tolerance, atol=s.tolerance)
+        samples = sampler.sample(num, guidance=guidance, solver=s.solver, steps=s.steps, time_grid=s.time_grid, seed=seed,
+                                 batch_size=batch_size, **own)
         q = judge.score(samples.images, samples.labels)
         row = SweepRow(s.solver, s.time_grid, s.steps, s.tolerance, samples.nfe, q.fid,
                        q.class_accuracy.accuracy if q.class_accuracy else None, samples.seconds, q.nonfinite)
@@ -198,7 +200,7 @@ def sweep_checkpoint(checkpoint: str | Path, classifier: str | Path, out_dir: st
         setattr(data, key, value)
     judge = Judge.load(classifier, data, sampler.spec, cache_dir=cache_dir, device=sampler.device, log=say)
     floor = judge.real_floor(num, seed) if baseline else None
-    eps = sampler.settings(sde_epsilon=sde_epsilon).sde_epsilon
+    eps = sampler.settings("euler_maruyama", sde_epsilon=sde_epsilon).options.sde_epsilon  # the SDE rows' noise level
     report = SweepReport(f"{ckpt.path.parent.name}/{ckpt.path.name}", ckpt.step, num, seed, w, eps, floor)
     paths = {"json": out_dir / "nfe_sweep.json", "md": out_dir / "nfe_sweep.md", "png": out_dir / "nfe_sweep.png"}
     t0 = time.perf_counter()

@@ -126,23 +126,16 @@ def profile_training(trainer, steps: int) -> tuple[list[dict], str]:
 def time_sampling(config: str | Path, num_images: int, nfe: int, overrides: dict[str, Any] | None = None) -> float:
     """Images/s of the config's sampler at `nfe` evaluations (guidance 2 when conditional), random weights."""
     from imgflow.core import solver_info
-    from imgflow.factory import build_model
+    from imgflow.resolved_run import resolve_run
     from imgflow.sampler import Sampler
 
     path = resolve_config(config)
     cfg = load_config(path, {**_random_data(path), **(overrides or {})})
-    spec = fake_data(cfg, 1).spec
-    codec = None
-    if cfg.data.autoencoder:  # a latent model: it samples latents and decodes them with the autoencoder
-        from imgflow.latents import latent_spec, load_autoencoder
-
-        codec = load_autoencoder(cfg.data.autoencoder)
-        spec = latent_spec(spec, codec)
-    model = build_model(cfg, spec)
-    for p in model.parameters():  # the zero-initialised output layers would make the work trivial
+    run = resolve_run(cfg, data=fake_data(cfg, max(cfg.train.batch_size, 64)))  # a latent model's data: fake pixels, encoded
+    for p in run.network.parameters():  # the zero-initialised output layers would make the work trivial
         torch.nn.init.normal_(p, std=0.02)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    sampler = Sampler(model, cfg, spec, device, codec=codec)
+    sampler = Sampler(run.network, run.record, device=device, codec=run.codec)
     guidance = 2.0 if sampler.conditional else 1.0
     steps = max(nfe // (solver_info(cfg.sample.solver).evals_per_step or 1), 1)
     sampler.sample(min(num_images, 8), guidance=guidance, steps=steps, batch_size=num_images)  # warm-up

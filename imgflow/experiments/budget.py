@@ -27,7 +27,8 @@ from imgflow.core import solver_info
 from imgflow.data import dataset_spec, load_dataset, to_unit_range
 from imgflow.evaluation.judge import Judge
 from imgflow.files import atomic_write_bytes, write_json
-from imgflow.sampler import Sampler, image_grid_png
+from imgflow.grids import image_grid_png
+from imgflow.sampler import Sampler
 from imgflow.training.metrics_log import read_metrics
 from imgflow.training.trainer import Trainer
 

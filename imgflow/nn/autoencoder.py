@@ -77,7 +77,8 @@ class AutoencoderOptions:
             return tuple(self.channel_mults)
         return tuple([1, 2, 2, 4, 4][: self.levels])
 
-    def validate(self) -> None:
+    def validate(self, image_size: int | None = None) -> None:
+        """ValueError naming the key for a value out of range, or (given image_size) a factor that does not divide it."""
         if self.factor not in FACTORS:
             raise ValueError(f"factor must be one of {', '.join(map(str, FACTORS))}, got {self.factor}")
         if self.latent_channels < 1 or self.base_channels < 1 or self.num_res_blocks < 1 or self.num_groups < 1:
@@ -85,13 +86,10 @@ class AutoencoderOptions:
         if len(self.mults) != self.levels or any(m < 1 for m in self.mults):
             raise ValueError(f"channel_mults needs log2(factor) + 1 = {self.levels} positive entries for factor {self.factor}, "
                              f"got {list(self.mults)}")
-
-
-def check_autoencoder_fits(options: AutoencoderOptions, image_size: int) -> None:
-    if image_size % options.factor:
-        fits = [f for f in FACTORS if image_size % f == 0 and f > 1]
-        raise ValueError(f"autoencoder factor {options.factor} needs an image size divisible by it, got {image_size}; "
-                         f"use factor {' or '.join(map(str, fits)) or '1'} or an image size divisible by {options.factor}")
+        if image_size is not None and image_size % self.factor:
+            fits = [f for f in FACTORS if image_size % f == 0 and f > 1]
+            raise ValueError(f"autoencoder factor {self.factor} needs an image size divisible by it, got {image_size}; "
+                             f"use factor {' or '.join(map(str, fits)) or '1'} or an image size divisible by {self.factor}")
 
 
 class KLAutoencoder(nn.Module):
@@ -103,8 +101,7 @@ class KLAutoencoder(nn.Module):
     def __init__(self, channels: int = 1, image_size: int = 28, options: AutoencoderOptions | None = None) -> None:
         super().__init__()
         o = options or AutoencoderOptions()
-        o.validate()
-        check_autoencoder_fits(o, image_size)
+        o.validate(image_size)
         self.options, self.channels, self.image_size = o, channels, image_size
         self.latent_channels, self.factor = o.latent_channels, o.factor
         widths = [o.base_channels * m for m in o.mults]
@@ -163,5 +160,19 @@ def build_autoencoder(options: AutoencoderOptions, built_for: BuiltFor) -> KLAut
     return KLAutoencoder(built_for.channels, built_for.image_size, options)
 
 
-AUTOENCODER = Backbone("autoencoder", AutoencoderOptions, build_autoencoder, check_fits=check_autoencoder_fits,
-                       kind="autoencoder", description="KL-regularised convolutional autoencoder (images <-> latents)")
+AUTOENCODER = Backbone("autoencoder", AutoencoderOptions, build_autoencoder, labels="never", kind="autoencoder",
+                       description="KL-regularised convolutional autoencoder (images <-> latents)")
+
+
+@torch.inference_mode()
+def reconstructions(autoencoder: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
+    """(N, C, H, W) decoded posterior means of images in [-1, 1], clipped to [-1, 1], on the CPU."""
+    device = next(autoencoder.parameters()).device
+    was_training = autoencoder.training
+    autoencoder.eval()
+    try:
+        out = [autoencoder(images[i:i + batch_size].to(device).float(), sample=False)[0].clamp(-1, 1).float().cpu()
+               for i in range(0, len(images), batch_size)]
+    finally:
+        autoencoder.train(was_training)
+    return torch.cat(out)

@@ -5,16 +5,20 @@ labels y (B,) whose index num_classes is the null label of guidance, r the secon
 map) that conditions through `imgflow.nn.conditioning.Conditioning`. Its entry says
 
 - `options`: the dataclass of its own config section `[model.<name>]` (defaults for every key;
-  a `validate()` method raising ValueError for values out of range);
+  a `validate(image_size=None)` method raising ValueError for values out of range or, given the side of
+  its inputs, a size it cannot take: the one validation of the backbone, which its network's
+  constructor runs too);
 - `build(options, built_for)`: the network for data and an objective described by `BuiltFor`;
 - what it can do: `labels` ("optional": conditional when the data has classes and the config asks;
   "always": the network always takes labels; "never"), `flow_map` (it can take a second time), and
-  `check_fits(options, image_size)` (ValueError when it cannot take images of that size);
+  `flow_map_keys` (option keys that only a flow map reads, such as second_time);
 - `kind`: "flow" for the networks above; "autoencoder" for a network called `model(x) -> (reconstruction,
   mean, logvar)` with `encode`/`decode` (imgflow.nn.autoencoder), which only autoencoder objectives train.
 
 Adding a backbone is one module (its network, options and entry) and one `register_backbone`
-line (or one line in `_builtin` below); nothing else in the project branches on its name.
+line (the project's own are registered in imgflow/nn/__init__.py); nothing else in the project branches on its name.
+This module is a leaf: it imports nothing of imgflow but the generic registry, so every network imports
+`Backbone` from here and the registry never imports a network.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
+
+from imgflow.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -49,17 +55,15 @@ class Backbone:
     build: Callable[[Any, BuiltFor], nn.Module]
     labels: str = "optional"  # optional | always | never
     flow_map: bool = False
-    check_fits: Callable[[Any, int], None] | None = None
     description: str = ""
     kind: str = "flow"  # flow | autoencoder
+    flow_map_keys: tuple[str, ...] = ()
 
     def validate(self, options: Any, image_size: int | None = None) -> None:
         """ValueError when the options are out of range or (with image_size) cannot take images of that size."""
         check = getattr(options, "validate", None)
         if check is not None:
-            check()
-        if image_size is not None and self.check_fits is not None:
-            self.check_fits(options, image_size)
+            check(image_size)
 
     def conditional(self, class_conditional: bool, num_classes: int) -> bool:
         """Whether the network takes labels for data with num_classes classes."""
@@ -71,7 +75,8 @@ class Backbone:
 #: what a network is: a (velocity / noise / flow-map) field model(x, t, y, r), or an autoencoder
 KINDS = ("flow", "autoencoder")
 
-BACKBONES: dict[str, Backbone] = {}
+#: every backbone by name (model.arch); the project's own are registered where imgflow.nn is assembled
+BACKBONES: Registry[Backbone] = Registry("backbone", "model.arch")
 
 
 def register_backbone(entry: Backbone, *, replace: bool = False) -> Backbone:
@@ -82,45 +87,18 @@ def register_backbone(entry: Backbone, *, replace: bool = False) -> Backbone:
         raise ValueError(f"backbone {entry.name!r}: labels must be 'optional', 'always' or 'never', got {entry.labels!r}")
     if entry.kind not in KINDS:
         raise ValueError(f"backbone {entry.name!r}: kind must be one of {', '.join(KINDS)}, got {entry.kind!r}")
-    if entry.name in BACKBONES and not replace:
-        raise ValueError(f"a backbone named {entry.name!r} is already registered; pick another name or pass replace=True")
-    BACKBONES[entry.name] = entry
-    return entry
+    return BACKBONES.register(entry.name, entry, replace=replace)
 
 
 def unregister_backbone(name: str) -> None:
-    BACKBONES.pop(name, None)
+    BACKBONES.unregister(name)
 
 
 def backbone(name: str) -> Backbone:
-    """The entry of model.arch = name, or a ValueError listing the registered ones."""
-    _builtin()
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; registered: {', '.join(BACKBONES)}") from None
+    """The entry of model.arch = name, or an UnknownNameError (a ValueError) listing the registered ones."""
+    return BACKBONES[name]
 
 
-def backbones() -> dict[str, Backbone]:
+def backbones() -> Registry[Backbone]:
     """Every registered backbone, by name (the built-in ones first)."""
-    _builtin()
     return BACKBONES
-
-
-_loaded = False
-
-
-def _builtin() -> None:
-    """Register the project's own backbones (on first use, so that importing this module stays cheap)."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from imgflow.nn.autoencoder import AUTOENCODER
-    from imgflow.nn.dit import DIT
-    from imgflow.nn.lab_unet import LAB_UNET
-    from imgflow.nn.unet import UNET
-
-    for entry in (UNET, LAB_UNET, DIT, AUTOENCODER):
-        if entry.name not in BACKBONES:
-            BACKBONES[entry.name] = entry

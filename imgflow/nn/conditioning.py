@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from imgflow.nn.embeddings import ClassEmbedding, make_time_embedding, time_vector
+from imgflow.nn.embeddings import TIME_EMBEDDINGS, ClassEmbedding, make_time_embedding, time_vector
 
 #: how a flow map embeds its second time
 SECOND_TIMES = ("interval", "end")
@@ -44,8 +44,8 @@ class LabFourierEncoder(nn.Module):
         return torch.cat([torch.sin(freqs), torch.cos(freqs)], dim=-1) * math.sqrt(2)
 
 
-#: the time embeddings a backbone can ask for
-TIME_EMBEDDING_KINDS = ("sinusoidal", "fourier", "lab_fourier")
+#: the time embeddings a backbone can ask for: a config's choices (TIME_EMBEDDINGS) and the lab U-Net's own
+TIME_EMBEDDING_KINDS = (*TIME_EMBEDDINGS, "lab_fourier")
 
 
 @dataclass
@@ -63,8 +63,8 @@ class ConditioningOptions:
 
     def check_conditioning(self) -> None:
         """ValueError naming the key when a conditioning option is out of range."""
-        if self.time_embedding not in ("sinusoidal", "fourier"):
-            raise ValueError(f"time_embedding = {self.time_embedding!r} is not one of: sinusoidal, fourier")
+        if self.time_embedding not in TIME_EMBEDDINGS:
+            raise ValueError(f"time_embedding = {self.time_embedding!r} is not one of: {', '.join(TIME_EMBEDDINGS)}")
         if self.second_time not in SECOND_TIMES:
             raise ValueError(f"second_time = {self.second_time!r} is not one of: {', '.join(SECOND_TIMES)}")
         if not (self.time_scale > 0 and math.isfinite(self.time_scale)):

@@ -104,13 +104,10 @@ class DiT(nn.Module):
                                            patch_size=patch_size, hidden_size=hidden_size, depth=depth, num_heads=num_heads,
                                            mlp_ratio=mlp_ratio, num_classes=num_classes, flow_map=flow_map,
                                            time_embedding=time_embedding, time_scale=time_scale, second_time=second_time)
-        if min(in_channels, out_channels, image_size, patch_size, hidden_size, depth, num_heads) < 1 or mlp_ratio <= 0:
-            raise ValueError("in/out channels, image_size, patch_size, hidden_size, depth, num_heads and mlp_ratio must be positive")
-        if image_size % patch_size:
-            raise ValueError(f"image_size {image_size} is not divisible by patch_size {patch_size}; use a patch size that divides it "
-                             f"(e.g. {max(p for p in range(1, patch_size + 1) if image_size % p == 0)}) or pad the images")
-        if hidden_size % num_heads or hidden_size % 4:
-            raise ValueError(f"hidden_size {hidden_size} must be divisible by num_heads ({num_heads}) and by 4 (the 2-D position embedding)")
+        if min(in_channels, out_channels, image_size) < 1:
+            raise ValueError("in/out channels and image_size must be positive")
+        DiTOptions(time_embedding=time_embedding, time_scale=time_scale, second_time=second_time, patch_size=patch_size,
+                   hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio).validate(image_size)
         self.in_channels, self.out_channels, self.image_size, self.patch_size = in_channels, out_channels, image_size, patch_size
         self.num_classes = num_classes
         self.grid = image_size // patch_size
@@ -189,17 +186,18 @@ class DiTOptions(ConditioningOptions):
     num_heads: int = 6
     mlp_ratio: float = 4.0
 
-    def validate(self) -> None:
+    def validate(self, image_size: int | None = None) -> None:
+        """ValueError naming the key for a value out of range, or (given image_size) a patch size that does not divide it."""
         self.check_conditioning()
         if min(self.patch_size, self.hidden_size, self.depth, self.num_heads) < 1 or self.mlp_ratio <= 0:
             raise ValueError("patch_size, hidden_size, depth, num_heads and mlp_ratio must be positive")
         if self.hidden_size % self.num_heads or self.hidden_size % 4:
-            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads ({self.num_heads}) and by 4")
-
-
-def _fits(options: DiTOptions, image_size: int) -> None:
-    if image_size % options.patch_size:
-        raise ValueError(f"image_size {image_size} is not divisible by patch_size {options.patch_size}; pick a patch size that divides it")
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads ({self.num_heads}) and by 4 "
+                             "(the 2-D position embedding)")
+        if image_size is not None and image_size % self.patch_size:
+            fits = max(p for p in range(1, self.patch_size + 1) if image_size % p == 0)
+            raise ValueError(f"image_size {image_size} is not divisible by patch_size {self.patch_size}; use a patch size that divides it "
+                             f"(e.g. {fits}) or pad the images")
 
 
 def build_dit(options: DiTOptions, built_for: BuiltFor) -> DiT:
@@ -209,5 +207,5 @@ def build_dit(options: DiTOptions, built_for: BuiltFor) -> DiT:
                flow_map=built_for.flow_map, time_embedding=o.time_embedding, time_scale=o.time_scale, second_time=o.second_time)
 
 
-DIT = Backbone("dit", DiTOptions, build_dit, flow_map=True, check_fits=_fits,
+DIT = Backbone("dit", DiTOptions, build_dit, flow_map=True, flow_map_keys=("second_time",),
                description="diffusion transformer (Peebles & Xie): patches, adaLN-Zero blocks, zero-initialised output")

@@ -17,6 +17,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from imgflow.core.registry import Registry
+
 __all__ = [
     "TIME_EMBEDDINGS",
     "ClassEmbedding",
@@ -127,16 +129,13 @@ class FourierTimeEmbedding(nn.Module):
         return self.mlp(_to_param_dtype(self.features(t), self.mlp))
 
 
-TIME_EMBEDDINGS = {"sinusoidal": SinusoidalTimeEmbedding, "fourier": FourierTimeEmbedding}
+#: the time embeddings a backbone's time_embedding key chooses from
+TIME_EMBEDDINGS = Registry("time embedding", "time_embedding", [("sinusoidal", SinusoidalTimeEmbedding), ("fourier", FourierTimeEmbedding)])
 
 
 def make_time_embedding(kind: str, dim: int, out_dim: int, **kwargs) -> nn.Module:
     """Build a time embedding by name ("sinusoidal" or "fourier")."""
-    try:
-        cls = TIME_EMBEDDINGS[kind]
-    except KeyError:
-        raise ValueError(f"unknown time_embedding {kind!r}; use one of {sorted(TIME_EMBEDDINGS)}") from None
-    return cls(dim, out_dim, **kwargs)
+    return TIME_EMBEDDINGS[kind](dim, out_dim, **kwargs)
 
 
 class ClassEmbedding(nn.Module):

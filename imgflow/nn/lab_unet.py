@@ -139,14 +139,10 @@ class LabUNet(nn.Module):
             out_channels=out_channels,
             image_size=image_size,
         )
-        if len(channels) < 1 or min(channels) < 1:
-            raise ValueError(f"channels must be a non-empty sequence of positive ints, got {channels}")
-        factor = 2 ** (len(channels) - 1)
-        if image_size % factor:
-            raise ValueError(
-                f"image_size {image_size} is not divisible by 2**{len(channels) - 1} = {factor} for channels "
-                f"{channels}; use fewer levels or resize the images to {math.ceil(image_size / factor) * factor}"
-            )
+        if t_embed_dim != y_embed_dim:
+            raise ValueError(f"the shared conditioning embeds time and label at one width; got t_embed_dim {t_embed_dim} "
+                             f"and y_embed_dim {y_embed_dim}")
+        LabUNetOptions(channels, num_residual_layers, t_embed_dim).validate(image_size)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.in_channels = in_channels
@@ -157,9 +153,6 @@ class LabUNet(nn.Module):
         self.init_conv = nn.Sequential(
             nn.Conv2d(in_channels, channels[0], 3, padding=1), nn.BatchNorm2d(channels[0]), nn.SiLU()
         )
-        if t_embed_dim != y_embed_dim:
-            raise ValueError(f"the shared conditioning embeds time and label at one width; got t_embed_dim {t_embed_dim} "
-                             f"and y_embed_dim {y_embed_dim}")
         # the lab's learned Fourier time features and its 11-row label table, in the conditioning every backbone shares
         self.cond = Conditioning(t_embed_dim, time_embedding="lab_fourier", num_classes=num_classes)
         pairs = list(zip(channels[:-1], channels[1:]))
@@ -228,20 +221,18 @@ class LabUNetOptions:
     num_residual_layers: int = 2
     embed_dim: int = 40
 
-    def validate(self) -> None:
+    def validate(self, image_size: int | None = None) -> None:
+        """ValueError naming the key for a value out of range, or (given image_size) a depth that cannot halve it."""
         if not self.channels or min(self.channels) < 1:
             raise ValueError(f"channels must be a non-empty list of positive integers, got {list(self.channels)}")
         if self.num_residual_layers < 1:
             raise ValueError(f"num_residual_layers must be >= 1, got {self.num_residual_layers}")
         if self.embed_dim < 2 or self.embed_dim % 2:
             raise ValueError(f"embed_dim must be an even number >= 2 (sin and cos pairs), got {self.embed_dim}")
-
-
-def _fits(options: LabUNetOptions, image_size: int) -> None:
-    factor = 2 ** (len(options.channels) - 1)
-    if image_size % factor:
-        raise ValueError(f"image_size {image_size} is not divisible by 2**{len(options.channels) - 1} = {factor} for channels "
-                         f"{list(options.channels)}; use fewer levels or resize the images to {math.ceil(image_size / factor) * factor}")
+        factor = 2 ** (len(self.channels) - 1)
+        if image_size is not None and image_size % factor:
+            raise ValueError(f"image_size {image_size} is not divisible by 2**{len(self.channels) - 1} = {factor} for channels "
+                             f"{list(self.channels)}; use fewer levels or resize the images to {math.ceil(image_size / factor) * factor}")
 
 
 def build_lab_unet(options: LabUNetOptions, built_for: BuiltFor) -> LabUNet:
@@ -250,5 +241,5 @@ def build_lab_unet(options: LabUNetOptions, built_for: BuiltFor) -> LabUNet:
                    image_size=built_for.image_size)
 
 
-LAB_UNET = Backbone("lab_unet", LabUNetOptions, build_lab_unet, labels="always", check_fits=_fits,
+LAB_UNET = Backbone("lab_unet", LabUNetOptions, build_lab_unet, labels="always",
                     description="the course lab's MNIST U-Net (BatchNorm, additive skips, learned Fourier time)")

@@ -45,7 +45,6 @@ from torch import Tensor, nn
 
 from imgflow.nn.backbones import Backbone, BuiltFor
 from imgflow.nn.conditioning import Conditioning, ConditioningOptions
-from imgflow.nn.embeddings import TIME_EMBEDDINGS
 
 __all__ = [
     "AttentionBlock",
@@ -58,10 +57,6 @@ __all__ = [
     "count_parameters",
     "norm_groups",
 ]
-
-
-#: how a flow-map U-Net embeds its second time: None (a velocity model), the interval r - t, or the end time r
-SECOND_TIMES = (None, "interval", "end")
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
@@ -322,17 +317,13 @@ class UNet(nn.Module):
             time_scale=time_scale,
         )
 
-        if not channel_mults or min(channel_mults) < 1:
-            raise ValueError(f"channel_mults must be a non-empty sequence of positive ints, got {channel_mults}")
-        if min(in_channels, out_channels, base_channels, image_size) < 1 or num_res_blocks < 1:
-            raise ValueError("in_channels, out_channels, base_channels, image_size and num_res_blocks must be >= 1")
+        if min(in_channels, out_channels, image_size) < 1:
+            raise ValueError("in_channels, out_channels and image_size must be >= 1")
+        UNetOptions(time_embedding=time_embedding, time_scale=time_scale, second_time=second_time or "interval", base_channels=base_channels,
+                    channel_mults=channel_mults, num_res_blocks=num_res_blocks, attention_resolutions=attention_resolutions,
+                    mid_attention=mid_attention, num_heads=num_heads, head_channels=head_channels, scale_shift=scale_shift,
+                    dropout=dropout).validate(image_size)
         resolutions = check_geometry(image_size, channel_mults, attention_resolutions)
-        if time_embedding not in TIME_EMBEDDINGS:
-            raise ValueError(f"unknown time_embedding {time_embedding!r}; use one of {sorted(TIME_EMBEDDINGS)}")
-        if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be None (unconditional) or >= 1, got {num_classes}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -340,8 +331,6 @@ class UNet(nn.Module):
         self.num_classes = num_classes
 
         emb_dim = time_embed_dim or 4 * base_channels
-        if second_time not in SECOND_TIMES:
-            raise ValueError(f"unknown second_time {second_time!r}; use one of {SECOND_TIMES}")
         self.second_time = second_time
         # time (+ second time of a flow map) + class: the conditioning every backbone shares
         self.cond = Conditioning(emb_dim, feature_dim=base_channels, time_embedding=time_embedding, time_scale=time_scale,
@@ -455,7 +444,8 @@ class UNetOptions(ConditioningOptions):
     scale_shift: bool = False  # FiLM (scale, shift) conditioning in the residual blocks (ADM's use_scale_shift_norm)
     dropout: float = 0.0
 
-    def validate(self) -> None:
+    def validate(self, image_size: int | None = None) -> None:
+        """ValueError naming the key for a value out of range, or (given image_size) a geometry that cannot take it."""
         self.check_conditioning()
         if self.base_channels < 1 or self.num_res_blocks < 1:
             raise ValueError("base_channels and num_res_blocks must be >= 1")
@@ -465,10 +455,8 @@ class UNetOptions(ConditioningOptions):
             raise ValueError("num_heads and head_channels must be >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-
-
-def _fits(options: UNetOptions, image_size: int) -> None:
-    check_geometry(image_size, options.channel_mults, options.attention_resolutions)
+        if image_size is not None:
+            check_geometry(image_size, self.channel_mults, self.attention_resolutions)
 
 
 def build_unet(options: UNetOptions, built_for: BuiltFor) -> UNet:
@@ -480,5 +468,5 @@ def build_unet(options: UNetOptions, built_for: BuiltFor) -> UNet:
                 second_time=o.second_time if built_for.flow_map else None, time_scale=o.time_scale)
 
 
-UNET = Backbone("unet", UNetOptions, build_unet, flow_map=True, check_fits=_fits,
+UNET = Backbone("unet", UNetOptions, build_unet, flow_map=True, flow_map_keys=("second_time",),
                 description="U-Net of DDPM / improved DDPM (torchcfm's CIFAR-10 layout)")

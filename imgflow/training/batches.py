@@ -17,6 +17,7 @@ from torch import Tensor
 
 from imgflow.data import ImageData
 from imgflow.nn.embeddings import apply_label_drop, label_drop_mask
+from imgflow.objectives.base import MicroBatch
 from imgflow.seeding import generator
 
 #: draws (times t, second times r or None) for n samples from a generator on a device
@@ -67,19 +68,6 @@ class GlobalBatch:
     drop_label: Tensor  # (B,) bool: the label becomes the null label (classifier-free guidance)
     flip: Tensor  # (B,) bool: mirrored left-right when data.hflip
     second_times: Tensor | None = None  # (B,) r of a flow-map objective, None otherwise
-
-
-@dataclass
-class MicroBatch:
-    """One process's share of one micro-batch, ready for a loss."""
-
-    data: Tensor  # (b, C, H, W) in [-1, 1]
-    times: Tensor  # (b,)
-    noise: Tensor  # (b, C, H, W)
-    labels: Tensor | None  # (b,) with dropped labels replaced by the null label, None if unconditional
-    second_times: Tensor | None = None
-    step: int = 0  # the optimiser step it belongs to (0-based): objectives with a schedule read it
-    first_row: int = 0  # its first row's position in the global batch: row-pattern choices are the same on N processes
 
 
 def draw_global_batch(step: int, *, seed: int, schedule: BatchSchedule, image_shape: tuple[int, ...], draw_times: TimeDraw,

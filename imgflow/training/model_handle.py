@@ -19,9 +19,13 @@ class TrainingModel:
     `flow_map_outputs` is what imgflow.core.mean_flow asks a model object for: the flow-map prediction
     u(x, t, r) with gradient for every row and du/dt along (velocity, 1, 0) for the rows with r != t.
     When the forward pass is the bare module, the core's own split does it (a forward pass for the
-    r = t rows, a forward-mode pass for the rest); otherwise du/dt comes from a JVP of the bare module
-    without gradient and the prediction from one ordinary pass through the wrapper (a JVP through the
-    wrapper's inner module would skip its gradient hooks); both draw the same dropout masks.
+    r = t rows, a forward-mode pass for the rest). Otherwise the JVP of the bare module gives du/dt without
+    gradient (a JVP through the wrapper's inner module would skip its gradient hooks) and the prediction
+    comes through the wrapper, in the same two parts and the same random order: the r = t rows first, then
+    the jump rows with the random state the JVP started from, so each row draws exactly the dropout mask
+    it draws in the bare module's split (one pass over all rows would draw masks for B rows where the JVP
+    drew them for B - k, and no row's mask would match). Under torch.compile the compiled graph draws its
+    own random numbers, so with dropout > 0 the masks cannot match: the config refuses that combination.
     """
 
     def __init__(self, forward: Callable[..., Tensor], module: nn.Module) -> None:
@@ -36,8 +40,11 @@ class TrainingModel:
         """(u(x, t, r) for all rows with gradient, du/dt for rows [num_equal:]): see imgflow.core.mean_flow.flow_map_outputs."""
         if self.forward is self.module:
             return flow_map_outputs(self.module, x, t, r, velocity, num_equal, **kwargs)
-        tail = slice(num_equal, None)
+        head, tail = slice(0, num_equal), slice(num_equal, None)
+        parts = [self.forward(x[head], t[head], r=t[head], **rows(kwargs, head))] if num_equal > 0 else []
         devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():  # the prediction below draws the same dropout masks
+        with torch.random.fork_rng(devices=devices), torch.no_grad():  # the jump rows' prediction below draws the same masks
             _, du_dt = average_velocity_and_derivative(self.module, x[tail], t[tail], r[tail], velocity[tail], **rows(kwargs, tail))
-        return self.forward(x, t, r=torch.cat([t[:num_equal], r[tail]]), **kwargs), du_dt.detach()
+        if x.shape[0] > num_equal:
+            parts.append(self.forward(x[tail], t[tail], r=r[tail], **rows(kwargs, tail)))
+        return torch.cat(parts), du_dt.detach()

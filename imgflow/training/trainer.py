@@ -38,28 +38,18 @@ from imgflow.checkpoint import (
 from imgflow.config import ConfigError, RunConfig
 from imgflow.core.progress import progress_bar
 from imgflow.data import ImageData
-from imgflow.factory import check_model_fits, model_record, network_for
 from imgflow.files import atomic_write_bytes
-from imgflow.latents import (
-    LatentCodec,
-    check_codec_size,
-    encode_data,
-    latent_image_size,
-    load_autoencoder,
-    load_training_data,
-    reconstruction_grid_png,
-    reconstructions,
-)
 from imgflow.nn import count_parameters
+from imgflow.objectives import MicroBatch, Preview
+from imgflow.resolved_run import ResolvedRun, check_run, resolve_run
 from imgflow.run_folder import RunLock, check_resume_compatible, check_writable, checkpoint_to_resume, make_run_dir
 from imgflow.sampler import Sampler
 from imgflow.seeding import derive_seed
-from imgflow.training.batches import BatchSchedule, GlobalBatch, MicroBatch, assemble_micro_batch, draw_global_batch, micro_batch_rows
+from imgflow.training.batches import BatchSchedule, GlobalBatch, assemble_micro_batch, draw_global_batch, micro_batch_rows
 from imgflow.training.ema import EMA
 from imgflow.training.interrupts import StopRequests, TrainingInterrupted
 from imgflow.training.metrics_log import MetricsLog, check_tracker_available, flat_config, scalar_metrics
 from imgflow.training.model_handle import TrainingModel
-from imgflow.training.objectives import build_objective, objective_entry
 from imgflow.training.optimizer import build_optimizer
 from imgflow.training.warm_start import warm_start
 
@@ -150,37 +140,25 @@ class Trainer:
         self.micro = train.batch_size // per_step
 
         # everything that can be wrong is checked before anything is written (or a folder of images converted)
-        self.codec: LatentCodec | None = None
-        if cfg.data.autoencoder:
-            self.codec = load_autoencoder(cfg.data.autoencoder, acc.device)
-            check_codec_size(self.codec, cfg.data.image_size, cfg.data.autoencoder)
-        check_model_fits(cfg, latent_image_size(cfg.data, self.codec))
+        codec = check_run(cfg, acc.device)
         ckpt = checkpoint_to_resume(cfg, resume, check_lock=self.is_main)
         check_writable(self.run_dir)
         with acc.main_process_first():
-            if data is None:
-                data, self.codec = load_training_data(cfg.data, "train", codec=self.codec, progress=self.is_main and progress, log=acc.print)
-            elif self.codec is not None:  # pixels handed in: encoded (and cached) like a data source's
-                data, self.codec = encode_data(self.codec, data, cfg.data, "train", progress=self.is_main and progress, log=acc.print)
-        self.spec = data.spec
+            self.resolved: ResolvedRun = resolve_run(cfg, data, codec=codec, device=acc.device, progress=self.is_main and progress,
+                                                     log=acc.print)
+        run = self.resolved
         if ckpt is not None:
-            check_resume_compatible(ckpt, cfg, self.spec)
-        if data.spec.image_size != latent_image_size(cfg.data, self.codec):
-            raise ConfigError(f"the data has images of shape {data.shape} but data.image_size is {cfg.data.image_size}; "
-                              "make them agree")
-        if train.batch_size > len(data):
-            raise ConfigError(f"train.batch_size {train.batch_size} is larger than the data set ({len(data)} images); lower it")
-        torch.manual_seed(derive_seed(cfg.run.seed, "init"))
-        self.record = model_record(cfg, self.spec, self.codec.to_record() if self.codec is not None else None)
-        self.model = network_for(self.record)
+            check_resume_compatible(ckpt, cfg, run.spec)
+        if train.batch_size > len(run.data):
+            raise ConfigError(f"train.batch_size {train.batch_size} is larger than the data set ({len(run.data)} images); lower it")
+        self.codec, self.spec, self.record, self.model = run.codec, run.spec, run.record, run.network
         if train.init_from and ckpt is None:  # checked (and loaded) before the run folder is touched
             source = warm_start(self.model, self.record, train.init_from)
             acc.print(f"starting from the weights of {source} (train.init_from)")
         self.conditional = self.record.conditional
         self.null_label = self.record.null_label
-        self.objective = build_objective(cfg, self.null_label)
-        self.is_autoencoder = objective_entry(cfg.flow.objective).kind == "autoencoder"
-        self.log_parts = ("reconstruction", "kl") if self.is_autoencoder else ()
+        self.objective = run.objective
+        self.log_parts = run.entry.log_parts
 
         # from here on the run folder is ours
         self.lock: RunLock | None = None
@@ -193,7 +171,7 @@ class Trainer:
             remove_stale_temporaries(self.run_dir)
 
         try:
-            self._set_up(data, ckpt)
+            self._set_up(run.data, ckpt)
         except BaseException:
             if self.lock is not None:
                 self.lock.release()
@@ -253,7 +231,7 @@ class Trainer:
         self._ensure_finite()
         path = None
         if self.is_main:
-            extra = {"ema_updates": str(self.ema.num_updates)} if self.ema is not None else {}
+            extra = {"ema_updates": str(self.ema.num_updates), "ema_decay_effective": f"{self.ema.current_decay:.6g}"} if self.ema is not None else {}
             scaler = self.accelerator.scaler
             try:
                 path = save_checkpoint(
@@ -280,22 +258,18 @@ class Trainer:
         return Sampler(net, self.record, device=self.accelerator.device, step=self.step, codec=self.codec)
 
     def sample_grid(self) -> Path | None:
-        """Main process draws the fixed-seed grid of the EMA (or raw) model at this step (an autoencoder's
-        reconstructions of the first training images, below the originals)."""
+        """Main process draws the run's preview grid at this step with the EMA (or raw) weights: the objective entry's
+        `preview` (samples on the fixed seed; an autoencoder's reconstructions of the first training images)."""
         self._ensure_finite()
         if not self.is_main:
             return None
         s = self.cfg.sample
         (self.run_dir / "samples").mkdir(exist_ok=True)
         out = self.run_dir / "samples" / f"step-{self.step:08d}.png"
-        if self.is_autoencoder:
-            net = self.ema.module if self.ema is not None else self.model
-            rows = torch.arange(min(max(s.num_images // 2, 1), len(self.data)))
-            originals = self.data.batch(rows.to(self.data.images.device))[0]
-            atomic_write_bytes(out, reconstruction_grid_png(originals, reconstructions(net, originals)))
-            return out
-        samples = self.sampler().sample(s.num_images, seed=s.seed)
-        return samples.save_grid(out)
+        net = self.ema.module if self.ema is not None else self.model
+        preview = Preview(net, self.data, s.num_images, s.seed, lambda num, seed: self.sampler().sample(num, seed=seed).grid_png())
+        atomic_write_bytes(out, self.resolved.entry.preview(preview))
+        return out
 
     # --- one step ---------------------------------------------------------------------------
     def global_batch(self, step: int) -> GlobalBatch:
@@ -405,7 +379,7 @@ class Trainer:
             "images_per_s": window.steps * self.cfg.train.batch_size / (now - window.t0),
             "elapsed_s": now - self._loop_start,
         }
-        if not self.is_autoencoder:  # an autoencoder's loss has no time
+        if self.resolved.entry.logs_time:  # an autoencoder's loss has no time
             record["loss_by_t"] = [s / c if c else None for s, c in zip(bins, counts)]
         if self.cfg.train.grad_clip > 0:
             record["grad_norm"] = grad_sum / window.steps
