@@ -565,7 +565,7 @@ def validate(cfg: RunConfig) -> None:
     check_no_unused_keys(cfg)
     _validate_variants(cfg)
     need(sample.guidance_scale == 1.0 or cfg.model.class_conditional or BACKBONES[cfg.model.arch].labels == "always",
-         f"sample.guidance_scale = {sample.guidance_scale} needs a class-conditional model; "
+         f"sample.guidance_scale = {sample.guidance_scale:g} needs a class-conditional model; "
          "set model.class_conditional = true or guidance_scale = 1")
 
 
@@ -604,6 +604,10 @@ def _validate_variants(cfg: RunConfig) -> None:
     label_key = objective.label_key(cfg.flow.options)
     if label_key and not (cfg.model.class_conditional or arch.labels == "always"):
         raise ConfigError(f"{label_key} needs a class-conditional model; set model.class_conditional = true or {label_key} to its default")
+    if cfg.train.compile and objective.flow_map and getattr(cfg.model.options, "dropout", 0.0) > 0:
+        raise ConfigError(f"train.compile with flow.objective = {objective.name!r} and model.{arch.name}.dropout > 0: a compiled graph draws "
+                          "its own dropout masks, so the flow map's JVP and its prediction would see different ones; set the dropout to "
+                          "0 or train.compile = false")
     solver = SOLVERS[cfg.sample.solver]
     if objective.kind == "flow" and solver.flow_map and not objective.flow_map:
         flow_maps = " | ".join(n for n, e in OBJECTIVES.items() if e.flow_map)

@@ -32,11 +32,14 @@ def test_trajectory_keeps_the_solver_states_and_leaves_the_samples_unchanged(sam
     plain = sampler.sample(6, steps=4, solver="heun", time_grid="uniform", seed=3)
     full = sampler.sample(6, steps=4, solver="heun", time_grid="uniform", seed=3, trajectory=True, batch_size=4)
     assert plain.trajectory is None and full.trajectory.shape == (6, 5, 1, 8, 8)
-    assert torch.equal(full.images, plain.images) and torch.equal(full.trajectory[:, -1], full.images)
+    # batches of 4 vs one of 6: float rounding, kernels sum in another order for another batch size; observed
+    # differences ~2e-7. The kept last state is the same computation as the images: bit for bit.
+    torch.testing.assert_close(full.images, plain.images, atol=1e-5, rtol=0)
+    assert torch.equal(full.trajectory[:, -1], full.images)
     assert torch.equal(full.trajectory[:, 0], per_sample_noise(3, range(6), (1, 8, 8)).clamp(-1, 1))
     assert torch.allclose(full.trajectory_times, torch.linspace(0, 1, 5))
     some = sampler.sample(6, steps=4, solver="heun", time_grid="uniform", seed=3, trajectory=3)
-    assert torch.equal(some.trajectory, full.trajectory[:, [0, 2, 4]])
+    torch.testing.assert_close(some.trajectory, full.trajectory[:, [0, 2, 4]], atol=1e-5, rtol=0)  # one batch of 6 vs 4 + 2: as above
     assert torch.allclose(some.trajectory_times, torch.tensor([0.0, 0.5, 1.0]))
     # a stochastic sampler's kept states end in the same samples as without them (per-sample Brownian noise)
     sde = dict(steps=4, solver="euler_maruyama", seed=1)

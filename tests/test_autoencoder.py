@@ -14,8 +14,8 @@ from imgflow.config import ConfigError
 from imgflow.core.interpolation import slerp
 from imgflow.core.vae import gaussian_kl, reconstruction_error, vae_loss
 from imgflow.evaluation.autoencoder import psnr
-from imgflow.resolved_run import check_model_fits
 from imgflow.nn.autoencoder import AutoencoderOptions, KLAutoencoder
+from imgflow.resolved_run import check_model_fits
 from imgflow.training.trainer import train
 
 

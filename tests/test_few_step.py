@@ -9,11 +9,11 @@ from imgflow.config import ConfigError
 from imgflow.core import SOLVERS, GaussianPath, LinearSchedule, make_solver, sample_time_pairs, uniform_time_grid
 from imgflow.core.dynamics import FlowMap
 from imgflow.core.mean_flow import mean_flow_loss
-from imgflow.resolved_run import network_for
 from imgflow.model_record import record_from_config
+from imgflow.objectives import MeanFlowOptions, MicroBatch, build_objective
+from imgflow.resolved_run import network_for
 from imgflow.sampler import Sampler
 from imgflow.training.model_handle import TrainingModel
-from imgflow.objectives import MeanFlowOptions, MicroBatch, build_objective
 from imgflow.training.trainer import Trainer
 from tests.image_helpers import blob_images, tiny_config
 from tests.test_mean_flow import MU, S, exact_average_velocity

@@ -10,7 +10,7 @@ import torch
 
 from imgflow.checkpoint import load_checkpoint
 from imgflow.training.metrics_log import read_metrics
-from tests.image_helpers import write_idx_mnist
+from tests.image_helpers import blob_images, tiny_config, write_idx_mnist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -107,3 +107,48 @@ def test_a_non_finite_loss_on_one_process_is_skipped_by_every_process(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     for key, value in ranks[0].items():
         assert torch.isfinite(value).all() and torch.equal(value, ranks[1][key]), key
+
+
+def test_mean_flow_through_the_ddp_handle_with_dropout_matches_the_bare_module(tmp_path):
+    """With dropout > 0 the trainer's handle around a DistributedDataParallel wrapper gives the loss and gradients of
+    the bare module: every row draws the dropout mask it draws there (the r = t rows first, then the jump rows from
+    the random state their JVP started at). One pass over all rows would draw masks for B rows where the JVP drew
+    them for B - k, and no row's mask would match. Tolerances: the JVP's primal and a plain forward pass may sum in
+    another order (1e-6 against a loss of order 1, relative 1e-4 on gradients)."""
+    import copy
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from imgflow.resolved_run import resolve_run
+    from imgflow.training.batches import BatchSchedule, assemble_micro_batch, draw_global_batch
+    from imgflow.training.model_handle import TrainingModel
+
+    cfg = tiny_config(tmp_path / "run", **{"flow.objective": "mean_flow", "model.unet.dropout": 0.3, "flow.mean_flow.equal_fraction": 0.5,
+                                           "sample.solver": "flow_map", "sample.num_steps": 1})
+    data = blob_images(16)
+    run = resolve_run(cfg, data=data)
+    batch = draw_global_batch(3, seed=0, schedule=BatchSchedule(16, 8, 0), image_shape=run.spec.shape, draw_times=run.objective.draw_times,
+                              label_dropout=0.1, device="cpu")
+    micro = assemble_micro_batch(batch, slice(0, 8), run.data, hflip=False, null_label=run.null_label)
+    torch.manual_seed(5)
+    for p in run.network.parameters():  # away from the zero-initialised output layers, which would hide every dropout mask
+        torch.nn.init.normal_(p, std=0.2)
+    net, twin = run.network.train(), copy.deepcopy(run.network).train()
+
+    def loss_and_grads(handle, module):
+        torch.manual_seed(11)
+        loss = run.objective.per_sample_loss(handle, micro)[0].mean()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in module.parameters()]
+
+    bare_loss, bare_grads = loss_and_grads(TrainingModel(net, net), net)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        wrapped = DistributedDataParallel(twin)
+        ddp_loss, ddp_grads = loss_and_grads(TrainingModel(wrapped, twin), twin)
+    finally:
+        dist.destroy_process_group()
+    torch.testing.assert_close(ddp_loss, bare_loss, atol=1e-6, rtol=0)
+    for a, b in zip(ddp_grads, bare_grads):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-4)

@@ -14,7 +14,7 @@ from test_autoencoder import ae_config
 from imgflow import Sampler
 from imgflow.checkpoint import CheckpointError, load_checkpoint
 from imgflow.config import ConfigError
-from imgflow.data import ImageData
+from imgflow.data import ImageData, load_image_data
 from imgflow.latents import encode_data, load_autoencoder, weights_digest
 from imgflow.training.trainer import train
 
@@ -168,3 +168,30 @@ def test_mean_flow_trains_on_latents_and_samples_decoded_images_in_one_step(auto
     assert sampler.flow_map
     one = sampler.sample(4, labels=[1], solver="flow_map", steps=1)
     assert one.nfe == 1 and one.images.shape == (4, 1, 8, 8) and torch.isfinite(one.images).all()
+
+
+def test_a_held_out_split_is_encoded_with_the_train_splits_statistics(autoencoder_run, tmp_path):
+    """The shift and scale of any split's latents are the train split's, stored in its cache; encoding a split other
+    than train without them is refused. Its own statistics differ (so the test can fail): its latents are not unit-variance."""
+    import json
+
+    from image_helpers import write_idx_mnist
+
+    from imgflow.latents import encoded_dataset
+
+    ae_dir, _ = autoencoder_run
+    codec = load_autoencoder(ae_dir)
+    data_section = tiny_config(tmp_path / "run", **{"data.data_root": str(write_idx_mnist(tmp_path / "data", n_train=64, n_test=40, size=8)),
+                                                    "data.image_size": 8}).data
+    _, train_codec = encoded_dataset(codec, data_section, "train", cache_dir=tmp_path / "cache")
+    test_latents, test_codec = encoded_dataset(codec, data_section, "test", cache_dir=tmp_path / "cache")
+    assert (test_codec.shift, test_codec.scale) == (train_codec.shift, train_codec.scale)
+    meta = json.loads((Path(test_latents.info["latent_cache"]) / "meta.json").read_text())
+    assert (meta["shift"], meta["scale"], meta["statistics"]) == (train_codec.shift, train_codec.scale, "train split")
+    held_out = test_latents.images.double()
+    assert abs(float(held_out.std()) - 1.0) > 1e-3 or abs(float(held_out.mean())) > 1e-3  # not its own statistics
+    pixels = load_image_data("mnist", tmp_path / "data", train=False, image_size=8, download=False)
+    x, _ = pixels.batch(torch.arange(4))
+    assert torch.allclose(train_codec.encode(x), test_latents.images[:4].float(), atol=4e-3)  # float16 rounding
+    with pytest.raises(ValueError, match="any other split is scaled with the train split's: pass scaling="):
+        encode_data(codec, pixels, data_section, "test", cache_dir=tmp_path / "cache")

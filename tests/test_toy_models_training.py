@@ -71,7 +71,10 @@ def test_flow_map_analytic_jvp_matches_forward_mode_ad(activation):
     r = torch.where(torch.rand(64) < 0.25, t, torch.maximum(t, torch.rand(64)))
     u, du = model.average_velocity_and_derivative(x, t, r, v)
     u_ad, du_ad = jvp(lambda xx, tt, rr: model(xx, tt, r=rr), (x, t, r), (v, torch.ones_like(t), torch.zeros_like(r)))
-    assert torch.equal(u, model(x, t, r)) and torch.equal(u, u_ad) and u.requires_grad and not du.requires_grad
+    # the hand-written JVP, a plain forward and torch.func's primal are three code paths: equal to float rounding
+    torch.testing.assert_close(u, model(x, t, r), atol=1e-6, rtol=0)
+    torch.testing.assert_close(u, u_ad, atol=1e-6, rtol=0)
+    assert u.requires_grad and not du.requires_grad
     torch.testing.assert_close(du, du_ad, rtol=1e-5, atol=1e-6)
     # the loss asks the model for du/dt (its hook); the reference path is the functorch JVP (analytic_jvp=False)
     path = _path()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from toy.checks import ALL_CHECKS, FULL, QUICK, CheckResult, Context, Measurement
+from toy.checks import ALL_CHECKS, FULL, QUICK, CheckResult, Context
 
 DEFAULT_OUT = "outputs/toy_validation"
 
@@ -131,18 +131,6 @@ def write_reports(results: Sequence[CheckResult], out: Path, ctx: Context, total
         writer.writeheader()
         writer.writerows(rows)
     (out / "results.md").write_text(format_table(results) + "\n")
-
-
-def load_results(path: str | Path) -> list[CheckResult]:
-    """Rebuild the check results from a run's results.json (e.g. to re-render the table)."""
-    data = json.loads(Path(path).read_text())
-    out = []
-    for c in data["checks"]:
-        res = CheckResult(c["name"], c["title"], figures=c["figures"], seconds=c["seconds"], error=c["error"])
-        for m in c["measurements"]:
-            res.measurements.append(Measurement(m["check"], m["quantity"], m["value"], m["op"], m["tolerance"], m["target"]))
-        out.append(res)
-    return out
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

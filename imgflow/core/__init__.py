@@ -36,17 +36,21 @@ from imgflow.core.schedules import (
 )
 from imgflow.core.solvers import (
     SOLVERS,
+    AdaptiveOptions,
     AdaptiveSolver,
+    EulerMaruyamaOptions,
     EulerMaruyamaSolver,
     EulerSolver,
     ExplicitRungeKutta,
     FlowMapSolver,
     HeunSolver,
     MidpointSolver,
+    NoOptions,
     RK4Solver,
     Solver,
     SolverInfo,
     make_solver,
+    register_solver,
     solver_info,
 )
 from imgflow.core.time_grids import TIME_GRIDS, named_time_grid, power_time_grid, uniform_time_grid

@@ -17,14 +17,11 @@ score or a noise from a data prediction. `SINGULAR_AT` lists those ends for each
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
 from imgflow.core.broadcast import expand_like
 from imgflow.core.schedules import Schedule
 
-Prediction = Literal["velocity", "noise", "data", "score"]
 PREDICTIONS: tuple[str, ...] = ("velocity", "noise", "data", "score")
 
 #: for (source, target): the times where the closed form divides by zero

@@ -56,7 +56,8 @@ class Registry(Generic[T]):
             return self._entries[name]
         except (KeyError, TypeError):
             where = f" ({self.key})" if self.key else ""
-            raise UnknownNameError(f"unknown {self.what} {name!r}{where}{did_you_mean(name, self._entries)}; "
+            hint = did_you_mean(name, self._entries).removesuffix("?")
+            raise UnknownNameError(f"unknown {self.what} {name!r}{where}{hint}{'?' if hint else ';'} "
                                    f"choose one of: {', '.join(self._entries)}") from None
 
     def get(self, name: str, default: T | None = None) -> T | None:
