@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,11 +100,16 @@ def check_labels(cfg: RunConfig, record: ModelRecord, entry: ObjectiveEntry) -> 
                           f"or give the data classes{fix}")
 
 
-def resolve_run(cfg: RunConfig, data: ImageData | None = None, *, codec: LatentCodec | None = None, device: torch.device | str = "cpu",
+#: resolve_run's default: check_run has not run yet
+_UNCHECKED: Any = object()
+
+
+def resolve_run(cfg: RunConfig, data: ImageData | None = None, *, codec: LatentCodec | None = _UNCHECKED, device: torch.device | str = "cpu",
                 progress: bool = False, log: Callable[[str], None] | None = None) -> ResolvedRun:
     """The run `cfg` describes: its data (loaded, or `data` as given; a latent run's pixels are encoded through the
-    cache), codec, model record, seeded network and objective. codec: the one `check_run` returned (else it runs here)."""
-    if codec is None:
+    cache), codec, model record, seeded network and objective. codec: what `check_run(cfg)` returned, when the caller
+    ran it already (None for a pixel run); left out, `check_run` runs here."""
+    if codec is _UNCHECKED:
         codec = check_run(cfg, device)
     if data is None:
         data, codec = load_training_data(cfg.data, "train", codec=codec, progress=progress, log=log)

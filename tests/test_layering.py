@@ -19,8 +19,9 @@ PACKAGES = ("imgflow", "toy")
 #: the layers, bottom first: a module may import modules of its own layer or below (the longest matching prefix names
 #: a module's layer). Inside one layer the order does not matter, and the no-cycles test keeps it acyclic.
 LAYER_ORDER: list[tuple[str, ...]] = [
-    # helpers that import nothing of imgflow: files, seeds, devices, the cache protocol, image grids, old config layouts
-    ("imgflow.files", "imgflow.seeding", "imgflow.devices", "imgflow.disk_cache", "imgflow.grids", "imgflow.config_migrations"),
+    # helpers that import nothing of imgflow: errors, files, seeds, devices, the cache protocol, image grids, old config layouts
+    ("imgflow.errors", "imgflow.files", "imgflow.seeding", "imgflow.devices", "imgflow.disk_cache", "imgflow.grids",
+     "imgflow.config_migrations"),
     # the shared math, with the generic registry and the core's own registries (solvers, schedules, time samplers, ...)
     ("imgflow.core",),
     # the registries of the layers above: leaf modules that hold an entry protocol and an empty registry
@@ -35,7 +36,8 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     # objectives (they read the config through a typed view, so they sit below it), then their registering package
     ("imgflow.objectives.flow_matching", "imgflow.objectives.mean_flow", "imgflow.objectives.autoencoder"),
     ("imgflow.objectives",),
-    # the configuration: every registry's choices and options
+    # the configuration: its rules (choices, ranges, fits, keys without effect), then its sections and how they are read
+    ("imgflow.config_rules",),
     ("imgflow.config",),
     # what a checkpoint says about its model, then the checkpoint file itself
     ("imgflow.model_record",),

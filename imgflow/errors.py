@@ -1,0 +1,10 @@
+"""The errors a person can fix, at the bottom of the layers so that every module may raise them."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a message that names the key and the fix."""
+
+
+__all__ = ["ConfigError"]
