@@ -284,3 +284,14 @@ def test_cifar10_recipe_builds_and_takes_steps(tmp_path):
     changed = sum(not torch.equal(v, trainer.model.state_dict()[k]) for k, v in before.items())
     assert changed > 0.9 * len(before) - 200  # nearly every tensor moved (buffers/frozen ones excepted)
     assert json.loads((tmp_path / "c" / "config.json").read_text())["model"]["unet"]["base_channels"] == 128
+
+
+def test_a_checkpoint_records_the_effective_ema_decay_at_its_step(tmp_path):
+    """With the warm-up, update n decays by min(d, (1 + n) / (10 + n)); after 8 steps the last update (n = 7) used
+    8 / 17, far below the nominal 0.9 (a 2,000-step run at 0.999 ends at 2000 / 2009 = 0.99552)."""
+    train(tiny_config(tmp_path / "run", **{"train.steps": 8, "train.ema_decay": 0.9}), data=blob_images(32), progress=False)
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert float(ckpt.extra["ema_decay_effective"]) == pytest.approx(8 / 17, abs=1e-6)
+    from imgflow.training.ema import ema_decay_at
+
+    assert ema_decay_at(0.999, 1999) == pytest.approx(0.99552, abs=5e-6)

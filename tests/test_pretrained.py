@@ -92,3 +92,15 @@ def test_statistics_for_the_shipped_classifier_go_to_the_user_cache(tmp_path, mo
     own.parent.mkdir()
     own.write_bytes(b"x")
     assert stats_cache_path(own, identity, "test").parent == own.parent  # a classifier of one's own keeps them beside it
+
+
+def test_the_faq_table_is_the_registrys_scores_and_says_what_was_chosen_on_the_test_split():
+    """docs/faq.md shows `scores_table()` verbatim, so the scores live in one place (imgflow.pretrained.PRETRAINED)."""
+    from pathlib import Path
+
+    from imgflow.pretrained import PRETRAINED, scores_table
+
+    faq = (Path(__file__).resolve().parents[1] / "docs" / "faq.md").read_text()
+    assert scores_table() in faq
+    assert all(entry.scores and entry.chosen_on for entry in PRETRAINED.values())
+    assert "test split" in PRETRAINED["mnist-meanflow"].chosen_on

@@ -394,7 +394,7 @@ class SolverInfo:
 
     @property
     def default_time_grid(self) -> str:
-        """'late' where a learned image field hurts the solver near t = 1 (measured: README), else 'uniform'.
+        """'late' where a learned image field hurts the solver near t = 1 (measured: docs/performance.md), else 'uniform'.
 
         Heun and RK4 evaluate the field at the step end, where a learned velocity is stiffest, and
         Euler-Maruyama's noise needs small steps there; on 4-16 NFE the late grid repairs both.

@@ -8,7 +8,7 @@
 
 An image (B, C, H, W) maps to a latent (B, latent_channels, H / factor, W / factor). The posterior is
 q(z | x) = N(mean(x), diag(exp(logvar(x)))); training samples z = mean + exp(logvar / 2) * eps and the
-KL term pulls q towards N(0, I) (`imgflow.core.losses.gaussian_kl`). Latent datasets store the mean.
+KL term pulls q towards N(0, I) (`imgflow.core.vae.gaussian_kl`). Latent datasets store the mean.
 
 The residual blocks, attention, down- and upsampling are the U-Net's own (imgflow.nn.unet), without the
 time embedding: an autoencoder is not conditioned on anything. Its registry entry has kind "autoencoder",
