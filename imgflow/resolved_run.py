@@ -51,11 +51,6 @@ class ResolvedRun:
     def null_label(self) -> int | None:
         return self.record.null_label
 
-    @property
-    def kind(self) -> str:
-        """'latents' or 'images': what the network's rows are."""
-        return "latents" if self.codec is not None else "images"
-
 
 def check_model_fits(cfg: RunConfig, image_size: int | None = None) -> None:
     """The backbone of cfg.model can take inputs of this side (default data.image_size; a latent run's is the latent side)."""

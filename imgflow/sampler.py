@@ -202,7 +202,11 @@ class Sampler:
         sde_epsilon of "euler_maruyama"); None leaves one at the run's value (or, for another solver than the
         run's, at that solver's default). A setting the solver does not have is refused.
         """
-        base = self.record.sampling_settings()
+        try:
+            base = self.record.sampling_settings()
+        except ValueError as exc:  # a solver this program has not registered (a plug-in not imported)
+            raise ConfigError(f"the model's default sampler cannot be read: {exc}; import the module that registers it, "
+                              "or pass solver=") from None
         solver = solver or base.solver
         try:
             info = solver_info(solver)
