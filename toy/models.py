@@ -13,24 +13,19 @@ from torch import Tensor, nn
 
 from imgflow.core import batch_times
 from imgflow.core.jvp import jvp
+from imgflow.core.registry import Registry
 
 __all__ = ["ACTIVATIONS", "ACTIVATION_TANGENTS", "MLPFlowMap", "MLPScore", "MLPVectorField", "build_mlp"]
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "silu": nn.SiLU,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "tanh": nn.Tanh,
-    "elu": nn.ELU,
-}
+#: the activations an MLP takes by name
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation", "activation", [
+    ("silu", nn.SiLU), ("relu", nn.ReLU), ("gelu", nn.GELU), ("tanh", nn.Tanh), ("elu", nn.ELU),
+])
 
 
 def build_mlp(dims: Sequence[int], activation: str = "silu") -> nn.Sequential:
     """Linear layers dims[0] -> ... -> dims[-1] with `activation` between them (none after the last)."""
-    try:
-        act = ACTIVATIONS[activation]
-    except KeyError:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}") from None
+    act = ACTIVATIONS[activation]
     layers: list[nn.Module] = []
     for i in range(len(dims) - 1):
         layers.append(nn.Linear(dims[i], dims[i + 1]))
