@@ -105,7 +105,7 @@ assert shares[3.0] > shares[1.0] and shares[5.0] > shares[1.0]
 # ## MNIST with the shipped model
 #
 # `Sampler.from_pretrained("mnist")` loads a small class-conditional U-Net that ships inside the package (EMA
-# weights in float16, about 1.4 MB); `pretrained_path("mnist-classifier")` is the project's classifier, which
+# weights in float16, 1.39 MB); `pretrained_path("mnist-classifier")` is the project's classifier, which
 # says how many samples look like the digit they were asked for.
 
 # %%
