@@ -213,10 +213,10 @@ class Sampler:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         given = {k: v for k, v in solver_options.items() if v is not None}
-        own = {f.name for f in dataclasses.fields(info.options)}
-        stray = sorted(set(given) - own)
+        own = info.option_names
+        stray = sorted(set(given) - set(own))
         if stray:
-            havers = [n for n, s in SOLVERS.items() if stray[0] in {f.name for f in dataclasses.fields(s.options)}]
+            havers = [n for n, s in SOLVERS.items() if stray[0] in s.option_names]
             where = f" (it is a setting of {' and '.join(havers)})" if havers else ""
             raise ConfigError(f"solver {solver!r} has no setting {stray[0]!r}{where}; its settings: {', '.join(sorted(own)) or 'none'}")
         options = base.options if solver == base.solver else info.options()

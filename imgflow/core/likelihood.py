@@ -218,7 +218,7 @@ def log_likelihood(field: Field, x: Tensor, settings: LikelihoodSettings | None 
     dynamics = AugmentedDivergenceODE(field, shape, divergence, probes)
     t_data = 1.0 - end_delta if 1.0 in dynamics.singular_times else 1.0
     t_source = end_delta if 0.0 in dynamics.singular_times else 0.0
-    own = {f.name: getattr(settings, f.name) for f in dataclasses.fields(info.options) if hasattr(settings, f.name)}
+    own = {name: getattr(settings, name) for name in info.option_names if hasattr(settings, name)}
     ode_solver = make_solver(solver, dynamics, **info.solver_kwargs(info.options(**own)))
     adaptive = info.evals_per_step is None
     # power_time_grid's steps shrink towards its t_end; we integrate from t_data down to t_source,

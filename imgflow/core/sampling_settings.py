@@ -77,7 +77,7 @@ class SamplingSettings:
     @staticmethod
     def options_of(solver: str, **values: Any) -> dict[str, Any]:
         """The subset of `values` that are settings of `solver` (a sweep hands every solver the same candidates)."""
-        known = {f.name for f in dataclasses.fields(SOLVERS[solver].options)}
+        known = SOLVERS[solver].option_names
         return {k: v for k, v in values.items() if k in known}
 
     @classmethod
@@ -89,8 +89,7 @@ class SamplingSettings:
         values = dataclasses.asdict(base.options) if solver == base.solver else {}
         values.update({k: v for k, v in table.items() if LEGACY_OPTION_KEYS.get(k) == solver})
         values.update(table.get(solver) or {})
-        known = {f.name for f in dataclasses.fields(info.options)}
-        options = info.options(**{k: v for k, v in values.items() if k in known})
+        options = info.options(**{k: v for k, v in values.items() if k in info.option_names})
         return cls(solver, int(table.get("num_steps", base.steps)), table.get("time_grid", base.time_grid),
                    float(table.get("guidance_scale", base.guidance)), options)
 

@@ -367,6 +367,11 @@ class SolverInfo:
     flow_map: bool = False  # needs a flow-map model (u(x, t, r)); a velocity model cannot use it
     options: type = NoOptions
 
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """The names of this solver's own settings (the fields of `options`)."""
+        return tuple(f.name for f in dataclasses.fields(self.options))
+
     def solver_kwargs(self, options: Any) -> dict[str, Any]:
         """The fields of `options` that this solver's constructor takes, as keyword arguments."""
         accepted = inspect.signature(self.cls.__init__).parameters
