@@ -128,7 +128,9 @@ class FlowSection(VariantSection):
 
     selector: typing.ClassVar[str] = "objective"
     registry: typing.ClassVar[Any] = OBJECTIVES
-    objective: str = "flow_matching"  # flow_matching (a velocity model) | mean_flow (a flow map for 1-2 step sampling) | autoencoder
+    # flow_matching (a velocity model) | mean_flow (a flow map for 1-2 step sampling) | mean_flow_distillation |
+    # lagrangian_distillation (a flow map from a teacher) | autoencoder
+    objective: str = "flow_matching"
     schedule: str = "linear"  # linear (linear path) | cosine | sqrt (Gaussian paths)
     prediction: str = "velocity"  # velocity | noise
     loss_reduction: str = "mean"  # mean (per-dim) | sum (per-sample sum of squares)

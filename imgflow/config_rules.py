@@ -214,6 +214,10 @@ def _validate_variants(cfg: Any) -> None:
         raise ConfigError(f"train.compile with flow.objective = {objective.name!r} and model.{arch.name}.dropout > 0: a compiled graph draws "
                           "its own dropout masks, so the flow map's JVP and its prediction would see different ones; set the dropout to "
                           "0 or train.compile = false")
+    if cfg.train.init_from and objective.starts_from_teacher is not None and objective.starts_from_teacher(cfg.flow.options):
+        raise ConfigError(f"train.init_from and flow.{objective.name}.init_from_teacher = true both choose the weights the run starts "
+                          f"from; set flow.{objective.name}.init_from_teacher = false to start from train.init_from, or leave "
+                          "train.init_from out to start from the teacher")
     solver = SOLVERS[cfg.sample.solver]
     if objective.kind == "flow" and solver.flow_map and not objective.flow_map:
         flow_maps = " | ".join(n for n, e in OBJECTIVES.items() if e.flow_map)

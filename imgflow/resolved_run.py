@@ -4,6 +4,7 @@
     run.data, run.codec               # what the network trains on (pixels, or latents and their codec)
     run.record, run.network           # what a checkpoint records about the model; the network, initialised
     run.objective, run.entry          # the loss of one step; what it logs and how its preview grid is drawn
+    run.teacher                       # the loaded teacher of a distilling objective (None for the others)
 
 Everything is read from the registries (backbones, objectives, data sources, solvers): nothing here
 branches on an entry's name. `check_run` does the part that needs no data (the config, the autoencoder
@@ -13,6 +14,7 @@ before it converts a folder or writes anything; `resolve_run` does the rest.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,9 @@ from imgflow.latents import LatentCodec, check_codec_size, encode_data, latent_i
 from imgflow.model_record import ModelRecord, build_network, record_from_config
 from imgflow.nn.backbones import BACKBONES
 from imgflow.objectives import OBJECTIVES, Objective, ObjectiveEntry
+from imgflow.objectives.base import TeacherNetwork
 from imgflow.seeding import derive_seed
+from imgflow.teacher import endpoint_pairs, load_teacher
 
 
 @dataclass
@@ -41,6 +45,14 @@ class ResolvedRun:
     network: nn.Module
     objective: Objective
     entry: ObjectiveEntry
+    teacher: TeacherNetwork | None = None
+    setup_seconds: float = 0.0  # work done for the run before its first step that its time budget counts (endpoint pairs built)
+
+    @property
+    def starts_from_teacher(self) -> bool:
+        """Whether a fresh run loads the teacher's weights into the student (the objective's init_from_teacher)."""
+        starts = self.entry.starts_from_teacher
+        return self.teacher is not None and starts is not None and starts(self.cfg.flow.options)
 
     @property
     def spec(self) -> DataSpec:
@@ -118,8 +130,18 @@ def resolve_run(cfg: RunConfig, data: ImageData | None = None, *, codec: LatentC
     check_labels(cfg, record, entry)
     torch.manual_seed(derive_seed(cfg.run.seed, "init"))
     network = network_for(record)
-    objective = entry.build(cfg.flow.settings(), cfg.flow.options, record.null_label)
-    return ResolvedRun(cfg, data, codec, record, network, objective, entry)
+    teacher, seconds = None, 0.0
+    if entry.teacher is not None:
+        teacher = load_teacher(entry.teacher(cfg.flow.options), record, device, key=f"flow.{entry.name}.teacher")
+        count, solver, steps = entry.endpoint_pairs(cfg.flow.options) if entry.endpoint_pairs is not None else (0, "", 0)
+        if count:
+            pairs, seconds = endpoint_pairs(teacher, record, count, solver, steps, entry.trained_guidance(cfg.flow.options),
+                                            derive_seed(cfg.run.seed, "endpoint_pairs"), device=device, progress=progress, log=log)
+            teacher = dataclasses.replace(teacher, pairs=pairs)
+            if seconds and log is not None:
+                log(f"built {count} endpoint pairs in {seconds:.0f} s (counted in train.max_minutes)")
+    objective = entry.make(cfg.flow.settings(), cfg.flow.options, record.null_label, teacher)
+    return ResolvedRun(cfg, data, codec, record, network, objective, entry, teacher, seconds)
 
 
 def build_model(cfg: RunConfig, spec: DataSpec | None = None) -> nn.Module:

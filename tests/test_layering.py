@@ -35,6 +35,7 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     ("imgflow.nn", "imgflow.data"),
     # objectives (they read the config through a typed view, so they sit below it), then their registering package
     ("imgflow.objectives.flow_matching", "imgflow.objectives.mean_flow", "imgflow.objectives.autoencoder"),
+    ("imgflow.objectives.distillation",),
     ("imgflow.objectives",),
     # the configuration: its rules (choices, ranges, fits, keys without effect), then its sections and how they are read
     ("imgflow.config_rules",),
@@ -44,6 +45,8 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     ("imgflow.checkpoint",),
     # what reads checkpoints: latent codecs and caches, shipped models, run folders; GIFs of image trajectories
     ("imgflow.latents", "imgflow.pretrained", "imgflow.run_folder", "imgflow.animation"),
+    # the teacher a distilling objective names (a checkpoint or a shipped model), loaded and checked against the student
+    ("imgflow.teacher",),
     # a run resolved once from its config (data spec, codec, model record, network, objective); what a sampler returns
     ("imgflow.resolved_run", "imgflow.samples"),
     ("imgflow.sampler",),

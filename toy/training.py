@@ -1,4 +1,4 @@
-"""One training loop for every objective of the core: flow matching, score matching, interpolant, MeanFlow.
+"""One training loop for every objective of the core: flow matching, score matching, interpolant, MeanFlow, distillation.
 
 Each iteration draws data ~ p_data (B, D) from the path, t ~ U[t_min, t_max] (B,), evaluates
 loss_fn(model, path, data, t) (a core loss from imgflow.core.losses; it draws the noise) and
@@ -19,11 +19,13 @@ from imgflow.core import (
     interpolant_loss,
     score_matching_loss,
 )
+from imgflow.core.flow_map_distillation import TeacherVelocity, lagrangian_distillation_loss, teacher_mean_flow_loss
 from imgflow.core.mean_flow import mean_flow_loss
 from imgflow.core.progress import progress_bar
 from imgflow.core.time_sampling import sample_time_pairs
 
-__all__ = ["train", "train_flow_matching", "train_interpolant", "train_mean_flow", "train_score_matching"]
+__all__ = ["train", "train_flow_matching", "train_interpolant", "train_lagrangian_distillation", "train_mean_flow",
+           "train_mean_flow_distillation", "train_score_matching"]
 
 #: loss_fn(model, path, data, *times) -> scalar; times as drawn by the loop's `draw_times`
 LossFn = Callable[..., Tensor]
@@ -132,3 +134,43 @@ def train_mean_flow(model: nn.Module, path: InterpolantPath, *, time_mean: float
         return sample_time_pairs(n, "sorted", mean=time_mean, std=time_std, equal_fraction=equal_fraction)
 
     return train(model, loss_fn, path, draw_times=draw, **kwargs)
+
+
+def train_mean_flow_distillation(model: nn.Module, path: InterpolantPath, teacher: TeacherVelocity, *, time_mean: float = 0.0,
+                                 time_std: float = 1.0, equal_fraction: float = 0.25, adaptive_p: float = 1.0,
+                                 equal_target: str = "teacher", tangent_norm: float = 0.0, **kwargs) -> list[float]:
+    """Teacher-guided MeanFlow (core ``teacher_mean_flow_loss``): `train_mean_flow` with teacher(x, t) -> v_T(x, t) (B, D)
+    (e.g. a Gaussian mixture's exact marginal velocity) as the JVP tangent and in the target. kwargs: see `train`."""
+    kwargs.setdefault("desc", "mean flow distillation")
+
+    def loss_fn(model: nn.Module, path: InterpolantPath, data: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        return teacher_mean_flow_loss(model, teacher, path, data, t, r, reduction="sum", adaptive_p=adaptive_p,
+                                      num_equal=round(equal_fraction * data.shape[0]), equal_target=equal_target,
+                                      tangent_norm=tangent_norm)
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        return sample_time_pairs(n, "sorted", mean=time_mean, std=time_std, equal_fraction=equal_fraction)
+
+    return train(model, loss_fn, path, draw_times=draw, **kwargs)
+
+
+def train_lagrangian_distillation(model: nn.Module, path: InterpolantPath, teacher: TeacherVelocity, *, num_iterations: int,
+                                  step_fraction: float = 0.5, final_step_fraction: float = 0.1, time_mean: float = 0.0,
+                                  time_std: float = 1.0, equal_fraction: float = 0.25, adaptive_p: float = 1.0,
+                                  **kwargs) -> list[float]:
+    """Discrete Lagrangian distillation (core ``lagrangian_distillation_loss``, no JVP), the step fraction linear from
+    step_fraction to final_step_fraction over the run. kwargs: see `train`."""
+    kwargs.setdefault("desc", "lagrangian distillation")
+    calls = [0]
+
+    def loss_fn(model: nn.Module, path: InterpolantPath, data: Tensor, t: Tensor, r: Tensor) -> Tensor:
+        progress = min(1.0, calls[0] / max(num_iterations - 1, 1))
+        calls[0] += 1
+        return lagrangian_distillation_loss(model, teacher, path, data, t, r, reduction="sum", adaptive_p=adaptive_p,
+                                            step_fraction=step_fraction + progress * (final_step_fraction - step_fraction),
+                                            num_equal=round(equal_fraction * data.shape[0]))
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        return sample_time_pairs(n, "sorted", mean=time_mean, std=time_std, equal_fraction=equal_fraction)
+
+    return train(model, loss_fn, path, draw_times=draw, num_iterations=num_iterations, **kwargs)

@@ -166,6 +166,8 @@ def mean_flow_loss(
     adaptive_eps: float = 1e-3,
     num_equal: int = 0,
     derivative_scale: float = 1.0,
+    velocity: Tensor | None = None,
+    tangent_norm: float = 0.0,
     per_sample: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The MeanFlow objective: || u_theta(x_t, t, r) - sg(v + c (r - t) du/dt) ||^2, adaptively weighted.
@@ -174,15 +176,20 @@ def mean_flow_loss(
     t <= r: (B,). num_equal: the first num_equal rows have r = t (they skip the JVP; their r is not
     read). derivative_scale c: 1 is MeanFlow, 0 trajectory flow matching (no JVP). The error is reduced
     by `reduction` and weighted by `adaptive_weight` with eps meant for the sum (module docstring).
-    Returns the batch mean of the weighted loss, or with per_sample=True the pair
-    (weighted (B,), unweighted reduced squared error (B,)) for logging.
+    velocity: the v of the tangent and the target, (B, ...), in place of the conditional velocity (a teacher's
+    marginal velocity: imgflow.core.flow_map_distillation; `guidance` is then not applied, the caller folds it in).
+    tangent_norm c > 0 normalises the residual (`normalised_target`). Returns the batch mean of the weighted loss,
+    or with per_sample=True the pair (weighted (B,), unweighted reduced squared error (B,)) for logging.
     """
     kwargs = model_kwargs or {}
     noise = path.sample_source(data) if noise is None else noise
     x_t = path.interpolate(data, noise, t)
-    v = path.interpolant_velocity(data, noise, t)
-    if guidance is not None and guidance.active and "y" in kwargs:
-        v = guided_velocity(lambda x, tt, y: model(x, tt, y=y, r=tt), x_t, t, v, kwargs["y"], guidance)
+    if velocity is not None:
+        v = velocity.detach()
+    else:
+        v = path.interpolant_velocity(data, noise, t)
+        if guidance is not None and guidance.active and "y" in kwargs:
+            v = guided_velocity(lambda x, tt, y: model(x, tt, y=y, r=tt), x_t, t, v, kwargs["y"], guidance)
     k = min(max(int(num_equal), 0), x_t.shape[0])
     if derivative_scale == 0 or k == x_t.shape[0]:
         u = model(x_t, t, r=r if k == 0 else torch.cat([t[:k], r[k:]]), **kwargs)
@@ -191,10 +198,36 @@ def mean_flow_loss(
         u, du_dt = flow_map_outputs(model, x_t, t, r, v, k, **kwargs)
         gap = expand_like((r - t)[k:], du_dt)
         u_target = torch.cat([v[:k], v[k:] + derivative_scale * gap * du_dt]).detach()
+    return flow_map_regression(u, u_target, reduction=reduction, adaptive_p=adaptive_p, adaptive_eps=adaptive_eps,
+                               tangent_norm=tangent_norm, per_sample=per_sample)
+
+
+def normalised_target(u: Tensor, u_target: Tensor, c: float) -> Tensor:
+    """sg(u) - g / (rms(g) + c) with g = u - u_target per sample: the regression keeps its fixed point (g = 0) while
+    every sample's step has length below 1 (Align Your Flow's tangent normalisation, sCM's g / (||g|| + c), with the
+    root-mean-square over the sample's dimensions so that c means the same at every image size). For a flow map
+    f = x_t + (r - t) u, g is -df/dt along the trajectory, the tangent it normalises."""
+    g = (u.detach() - u_target).detach()
+    rms = g.flatten(1).pow(2).mean(1).sqrt()
+    return u.detach() - g / expand_like(rms + c, g)
+
+
+def flow_map_regression(u: Tensor, u_target: Tensor, *, reduction: Reduction = "mean", adaptive_p: float = 1.0,
+                        adaptive_eps: float = 1e-3, tangent_norm: float = 0.0,
+                        per_sample: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """|| u - sg(u_target) ||^2 reduced per sample and weighted by `adaptive_weight` (eps meant for the per-sample sum:
+    module docstring); tangent_norm c > 0 regresses onto `normalised_target` instead (the logged error stays the
+    distance to u_target). u, u_target: (B, ...). The batch mean, or with per_sample the pair (weighted (B,),
+    unweighted reduced squared error (B,))."""
+    u_target = u_target.detach()
     squares = (u - u_target) ** 2
     error = per_sample_reduce(squares, reduction)
+    if tangent_norm > 0:
+        fitted = per_sample_reduce((u - normalised_target(u, u_target, tangent_norm)) ** 2, reduction)
+    else:
+        fitted = error
     per_dim = squares[0].numel() if reduction == "mean" else 1  # error = sum of squares / per_dim
-    weighted = error * adaptive_weight(error, adaptive_p, adaptive_eps / per_dim)
+    weighted = fitted * adaptive_weight(fitted, adaptive_p, adaptive_eps / per_dim)
     if per_sample:
         return weighted, error.detach()
     return weighted.mean()

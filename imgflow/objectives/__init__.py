@@ -14,19 +14,29 @@ from imgflow.objectives.base import (
     Objective,
     ObjectiveEntry,
     Preview,
+    TeacherNetwork,
     objective_entry,
     register_objective,
 )
+from imgflow.objectives.distillation import (
+    LAGRANGIAN_DISTILLATION,
+    MEAN_FLOW_DISTILLATION,
+    DistillationOptions,
+    LagrangianDistillationOptions,
+    MeanFlowDistillationOptions,
+)
 from imgflow.objectives.flow_matching import FLOW_MATCHING, FlowMatchingObjective, FlowMatchingOptions
-from imgflow.objectives.mean_flow import ANNEALS, MEAN_FLOW, MeanFlowObjective, MeanFlowOptions, equal_rows
+from imgflow.objectives.mean_flow import ANNEALS, MEAN_FLOW, FlowMapPairs, MeanFlowObjective, MeanFlowOptions, equal_rows
 
-for _entry in (FLOW_MATCHING, MEAN_FLOW, AUTOENCODER_LOSS):
+for _entry in (FLOW_MATCHING, MEAN_FLOW, MEAN_FLOW_DISTILLATION, LAGRANGIAN_DISTILLATION, AUTOENCODER_LOSS):
     register_objective(_entry)
 
 
-def build_objective(entry_name: str, flow: FlowSettings, options: object, null_label: int | None = None) -> Objective:
-    """The objective `entry_name` for the [flow] view, its options and the null label (None: unconditional)."""
-    return OBJECTIVES[entry_name].build(flow, options, null_label)
+def build_objective(entry_name: str, flow: FlowSettings, options: object, null_label: int | None = None,
+                    teacher: TeacherNetwork | None = None) -> Objective:
+    """The objective `entry_name` for the [flow] view, its options, the null label (None: unconditional) and, for a
+    distilling objective, its loaded teacher."""
+    return OBJECTIVES[entry_name].make(flow, options, null_label, teacher)
 
 
 __all__ = [name for name in dir() if not name.startswith("_")]

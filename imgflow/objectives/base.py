@@ -70,6 +70,32 @@ class Objective(Protocol):
     def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, ...]: ...
 
 
+@dataclass(frozen=True)
+class EndpointPairs:
+    """Pairs (noise x_0, the teacher's ODE solution x_1 from it) for full-jump rows: u(x_0, 0, 1) regresses onto x_1 - x_0.
+    noise, ends: (N, C, H, W) float32 (memory-mapped from the cache); labels: (N,) or None (unconditional)."""
+
+    noise: Tensor
+    ends: Tensor
+    labels: Tensor | None
+
+    def __len__(self) -> int:
+        return self.noise.shape[0]
+
+
+@dataclass(frozen=True)
+class TeacherNetwork:
+    """A trained velocity model an objective distils (`ObjectiveEntry.teacher`): the frozen network, called like any
+    backbone network(x, t, y=labels), what it predicts (a non-velocity prediction is converted on the path), where it
+    was loaded from and a digest of its weights."""
+
+    network: nn.Module
+    prediction: str = "velocity"
+    source: str = ""
+    digest: str = ""
+    pairs: EndpointPairs | None = None  # the cached (noise, ODE solution) pairs where the objective asks for them
+
+
 @dataclass
 class Preview:
     """What a run's preview grid may use: the network as it is now (EMA weights where kept), its training rows
@@ -98,6 +124,10 @@ class ObjectiveEntry:
     sets one is refused. trains_on_latents: whether data.autoencoder may turn its data into latents.
     log_parts: names of the further values per_sample_loss returns; logs_time: whether its loss has a time
     (the log then keeps it by time bin). preview(Preview) -> PNG bytes: the grid a run draws at sample_every.
+    teacher(options): the teacher a distilling objective names (a checkpoint or a shipped model's name; None for
+    the others), then built as build(flow, options, null_label, teacher=TeacherNetwork), and whether the student
+    starts from its weights (`starts_from_teacher(options)`); endpoint_pairs(options): how the teacher's cached
+    (noise, ODE solution) pairs are made, (count, solver, steps) with count 0 for none.
     """
 
     name: str
@@ -113,6 +143,17 @@ class ObjectiveEntry:
     log_parts: tuple[str, ...] = ()
     logs_time: bool = True
     preview: Callable[[Preview], bytes] = sample_grid
+    teacher: Callable[[Any], str] | None = None
+    starts_from_teacher: Callable[[Any], bool] | None = None
+    endpoint_pairs: Callable[[Any], tuple[int, str, int]] | None = None
+
+    def make(self, flow: FlowSettings, options: Any, null_label: int | None, teacher: TeacherNetwork | None = None) -> Objective:
+        """The objective; a distilling one (`teacher` set) gets its loaded teacher network."""
+        if self.teacher is None:
+            return self.build(flow, options, null_label)
+        if teacher is None:
+            raise ValueError(f"objective {self.name!r} distils a teacher: pass the loaded TeacherNetwork")
+        return self.build(flow, options, null_label, teacher=teacher)
 
     def validate(self, options: Any) -> None:
         """ValueError when the options are out of range."""
@@ -148,5 +189,17 @@ def objective_entry(name: str) -> ObjectiveEntry:
     return OBJECTIVES[name]
 
 
-__all__ = ["OBJECTIVES", "PREDICTIONS", "FlowSettings", "MicroBatch", "Objective", "ObjectiveEntry", "Preview", "objective_entry",
-           "register_objective", "sample_grid"]
+__all__ = [
+    "OBJECTIVES",
+    "PREDICTIONS",
+    "EndpointPairs",
+    "FlowSettings",
+    "MicroBatch",
+    "Objective",
+    "ObjectiveEntry",
+    "Preview",
+    "TeacherNetwork",
+    "objective_entry",
+    "register_objective",
+    "sample_grid",
+]

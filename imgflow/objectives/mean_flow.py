@@ -19,18 +19,12 @@ ANNEALS = ("share", "derivative", "both")
 
 
 @dataclass
-class MeanFlowOptions:
-    """[flow.mean_flow]: (t, r) pairs from `time_sampler` (imgflow.core.TIME_PAIR_SAMPLERS: "sorted" = two sorted
-    draws of logit-normal(time_mean, time_std), time_std 0 = uniform; "independent" = t ~ LN(time_mean, time_std),
-    r ~ LN(r_mean, r_std), ordered), a share `full_jump_fraction` of exact (0, 1) jumps, and r = t for `equal_fraction`
-    of each micro-batch (those rows skip the JVP); classifier-free guidance omega (`guidance`) with the model's own
-    conditional velocity mixed in at weight kappa (`guidance_mix`) is folded into the target (samples look guided like
-    w = omega / (1 - kappa)); the loss weight is 1 / (error + eps)^adaptive_p (0 = plain squared error).
-
-    Warm-up inside the run: the first `flow_matching_steps` steps train every row at r = t (flow matching at the
-    flow map's own time scale, no JVP, no guidance folded in: a flow-matching step's cost); over the next `anneal_steps` steps `anneal`
-    ramps linearly to MeanFlow: "share" the r != t share from 0 to 1 - equal_fraction, "derivative" the du/dt
-    coefficient c of the target v + c (r - t) du/dt from 0 to 1, "both" both."""
+class FlowMapPairs:
+    """The (t, r) pairs and weighting every flow-map objective shares: pairs from `time_sampler`
+    (imgflow.core.TIME_PAIR_SAMPLERS: "sorted" = two sorted draws of logit-normal(time_mean, time_std), time_std 0 =
+    uniform; "independent" = t ~ LN(time_mean, time_std), r ~ LN(r_mean, r_std), ordered), a share
+    `full_jump_fraction` of exact (0, 1) jumps, r = t for `equal_fraction` of each micro-batch (those rows skip the
+    JVP), and the loss weight 1 / (error + eps)^adaptive_p (0 = plain squared error)."""
 
     time_sampler: str = "sorted"
     time_mean: float = 0.4
@@ -39,12 +33,7 @@ class MeanFlowOptions:
     r_std: float = 1.0
     full_jump_fraction: float = 0.0
     equal_fraction: float = 0.75
-    guidance: float = 1.0
-    guidance_mix: float = 0.0
     adaptive_p: float = 1.0
-    flow_matching_steps: int = 0
-    anneal_steps: int = 0
-    anneal: str = "both"
 
     def validate(self) -> None:
         if self.time_sampler not in TIME_PAIR_SAMPLERS:
@@ -54,12 +43,38 @@ class MeanFlowOptions:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.time_std < 0 or self.r_std < 0:
             raise ValueError(f"time_std and r_std must be >= 0 (0 = uniform times), got {self.time_std} and {self.r_std}")
+        if self.adaptive_p < 0:
+            raise ValueError(f"adaptive_p must be >= 0, got {self.adaptive_p}")
+
+    def draw_times(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor | None]:
+        """The (t, r) pairs of a global batch of n rows (the r = t rows are chosen per micro-batch: `ordered_rows`)."""
+        return sample_time_pairs(n, self.time_sampler, mean=self.time_mean, std=self.time_std, r_mean=self.r_mean,
+                                 r_std=self.r_std, full_jump_fraction=self.full_jump_fraction, generator=gen, device=device)
+
+
+@dataclass
+class MeanFlowOptions(FlowMapPairs):
+    """[flow.mean_flow]: the pairs and weighting of `FlowMapPairs`; classifier-free guidance omega (`guidance`) with the
+    model's own conditional velocity mixed in at weight kappa (`guidance_mix`) is folded into the target (samples look
+    guided like w = omega / (1 - kappa)); the adaptive weight's eps is meant for the per-sample sum.
+
+    Warm-up inside the run: the first `flow_matching_steps` steps train every row at r = t (flow matching at the
+    flow map's own time scale, no JVP, no guidance folded in: a flow-matching step's cost); over the next `anneal_steps` steps `anneal`
+    ramps linearly to MeanFlow: "share" the r != t share from 0 to 1 - equal_fraction, "derivative" the du/dt
+    coefficient c of the target v + c (r - t) du/dt from 0 to 1, "both" both."""
+
+    guidance: float = 1.0
+    guidance_mix: float = 0.0
+    flow_matching_steps: int = 0
+    anneal_steps: int = 0
+    anneal: str = "both"
+
+    def validate(self) -> None:
+        super().validate()
         if not 0.0 <= self.guidance_mix < 1.0:
             raise ValueError(f"guidance_mix must be in [0, 1), got {self.guidance_mix}")
         if not (self.guidance > 0.0 and math.isfinite(self.guidance)):
             raise ValueError(f"guidance must be > 0 (1 = no guidance), got {self.guidance}")
-        if self.adaptive_p < 0:
-            raise ValueError(f"adaptive_p must be >= 0, got {self.adaptive_p}")
         if self.flow_matching_steps < 0 or self.anneal_steps < 0:
             raise ValueError(f"flow_matching_steps and anneal_steps must be >= 0, got {self.flow_matching_steps} and {self.anneal_steps}")
         if self.anneal not in ANNEALS:
@@ -97,41 +112,71 @@ class MeanFlowObjective:
         self.guidance = Guidance(options.guidance, options.guidance_mix, null_label) if null_label is not None else None
 
     def draw_times(self, n: int, gen: torch.Generator, device: torch.device) -> tuple[Tensor, Tensor | None]:
-        o = self.options
-        return sample_time_pairs(n, o.time_sampler, mean=o.time_mean, std=o.time_std, r_mean=o.r_mean, r_std=o.r_std,
-                                 full_jump_fraction=o.full_jump_fraction, generator=gen, device=device)
+        return self.options.draw_times(n, gen, device)
 
     def per_sample_loss(self, model: Callable[..., Tensor], batch: MicroBatch) -> tuple[Tensor, Tensor]:
         o = self.options
-        b = batch.data.shape[0]
-        equal = equal_rows(batch.first_row, b, o.equal_share(batch.step))  # host-known: no device read
-        chosen = set(equal)
-        order = equal + [j for j in range(b) if j not in chosen]  # the r = t rows first, where the loss skips their JVP
-        perm = None if order == list(range(b)) else torch.tensor(order, device=batch.data.device)
-
-        def take(x: Tensor | None) -> Tensor | None:
-            return x if x is None or perm is None else x[perm]
-
-        t = take(batch.times)
-        r = with_equal_rows(t, take(batch.second_times), len(equal))
-        labels = take(batch.labels)
+        ordered = ordered_rows(batch, o.equal_share(batch.step))
+        data, t, r, noise, labels = ordered.data, ordered.t, ordered.r, ordered.noise, ordered.labels
         guidance = self.guidance if o.progress(batch.step) > 0 else None  # the flow-matching phase trains plain v(x, t | c)
-        loss, logged = mean_flow_loss(model, self.path, take(batch.data), t, r, noise=take(batch.noise),
+        loss, logged = mean_flow_loss(model, self.path, data, t, r, noise=noise,
                                       model_kwargs={"y": labels} if labels is not None else {}, guidance=guidance,
-                                      reduction=self.flow.loss_reduction, adaptive_p=o.adaptive_p, num_equal=len(equal),
+                                      reduction=self.flow.loss_reduction, adaptive_p=o.adaptive_p, num_equal=ordered.num_equal,
                                       derivative_scale=o.derivative_scale(batch.step), per_sample=True)
-        if perm is not None:  # back to the batch's order, where the trainer logs them by time
-            inverse = torch.argsort(perm)
-            loss, logged = loss[inverse], logged[inverse]
-        return loss, logged
+        return ordered.restore(loss), ordered.restore(logged)
 
 
-def equal_rows(first_row: int, num_rows: int, share: float) -> list[int]:
+@dataclass
+class OrderedRows:
+    """A micro-batch with its r = t rows moved first (where the flow-map losses skip their JVP) and its endpoint-pair
+    rows (if any) last: the inputs in that order, and `restore`, which puts per-row results back into the batch's
+    order (where the trainer logs them by time). pair_rows: the global batch positions of the last num_pairs rows."""
+
+    data: Tensor
+    t: Tensor
+    r: Tensor
+    noise: Tensor
+    labels: Tensor | None
+    num_equal: int
+    perm: Tensor | None
+    num_pairs: int = 0
+    pair_rows: tuple[int, ...] = ()
+
+    def restore(self, values: Tensor) -> Tensor:
+        return values if self.perm is None else values[torch.argsort(self.perm)]
+
+    def head(self, n: int) -> OrderedRows:
+        """The first n rows (the r = t rows and the jumps, before any pair rows)."""
+        part = slice(0, n)
+        return OrderedRows(self.data[part], self.t[part], self.r[part], self.noise[part],
+                           None if self.labels is None else self.labels[part], min(self.num_equal, n), None)
+
+
+def ordered_rows(batch: MicroBatch, equal_share: float, pair_share: float = 0.0) -> OrderedRows:
+    """The rows `equal_rows` picks for r = t moved to the front, and a share pair_share of the others (the same
+    pattern, shifted by half a period) to the back (host-known patterns: no device read)."""
+    b = batch.data.shape[0]
+    equal = equal_rows(batch.first_row, b, equal_share)
+    chosen = set(equal)
+    pairs = [j for j in equal_rows(batch.first_row, b, pair_share, phase=0.5) if j not in chosen] if pair_share > 0 else []
+    chosen |= set(pairs)
+    order = equal + [j for j in range(b) if j not in chosen] + pairs
+    perm = None if order == list(range(b)) else torch.tensor(order, device=batch.data.device)
+
+    def take(x: Tensor | None) -> Tensor | None:
+        return x if x is None or perm is None else x[perm]
+
+    t = take(batch.times)
+    return OrderedRows(take(batch.data), t, with_equal_rows(t, take(batch.second_times), len(equal)), take(batch.noise),
+                       take(batch.labels), len(equal), perm, len(pairs), tuple(batch.first_row + j for j in pairs))
+
+
+def equal_rows(first_row: int, num_rows: int, share: float, phase: float = 0.0) -> list[int]:
     """The rows (0-based within a micro-batch starting at global row `first_row`) trained at r = t: global row g is one
-    when floor((g + 1) share) > floor(g share), a pattern spread evenly over the global batch, so N processes (or
-    accumulation steps) choose the same samples as one process."""
+    when floor((g + 1) share + phase) > floor(g share + phase), a pattern spread evenly over the global batch, so N
+    processes (or accumulation steps) choose the same samples as one process."""
     return [j for j in range(num_rows)
-            if math.floor((first_row + j + 1) * share + 1e-9) > math.floor((first_row + j) * share + 1e-9)]
+            if math.floor((first_row + j + 1) * share + phase + 1e-9) > math.floor((first_row + j) * share + phase + 1e-9)]
 
 
 def _guiding_key(options: MeanFlowOptions) -> str | None:

@@ -155,9 +155,15 @@ class Trainer:
         if train.init_from and ckpt is None:  # checked (and loaded) before the run folder is touched
             source = warm_start(self.model, self.record, train.init_from)
             acc.print(f"starting from the weights of {source} (train.init_from)")
+        elif run.starts_from_teacher and ckpt is None:
+            source = warm_start(self.model, self.record, run.teacher.source, key=f"flow.{run.entry.name}.init_from_teacher")
+            acc.print(f"starting from the teacher's weights, {source} (the second time's embedding new and zero)")
+        if run.teacher is not None:
+            acc.print(f"distilling the teacher {run.teacher.source} at guidance {run.entry.trained_guidance(cfg.flow.options):g}")
         self.conditional = self.record.conditional
         self.null_label = self.record.null_label
         self.objective = run.objective
+        self.budget_spent = run.setup_seconds if ckpt is None else 0.0  # seconds train.max_minutes counts before the first step
         self.log_parts = run.entry.log_parts
 
         # from here on the run folder is ours
@@ -394,7 +400,7 @@ class Trainer:
         One process decides every step from host facts; several agree only at the log reads.
         """
         minutes = self.cfg.train.max_minutes
-        budget = minutes > 0 and time.perf_counter() - start >= 60.0 * minutes
+        budget = minutes > 0 and time.perf_counter() - start + self.budget_spent >= 60.0 * minutes
         if self.world == 1:
             return stop.requested, budget
         if not at_read:

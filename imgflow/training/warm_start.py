@@ -43,29 +43,32 @@ def _differences(source: ModelRecord, target: ModelRecord) -> list[str]:
     return out
 
 
-def warm_start(model: nn.Module, record: ModelRecord, where: str | Path) -> Path:
+def warm_start(model: nn.Module, record: ModelRecord, where: str | Path, key: str = "train.init_from") -> Path:
     """Load the weights of the checkpoint (file or run folder) `where` into `model` (built from `record`); its path.
 
     ConfigError, naming the difference, when the checkpoint's model is not `record`'s (up to the second time).
+    key: the config key that asked for the warm start, for the messages.
     """
+    name = f"{key} = {where}" if key == "train.init_from" else f"{key} (the teacher {where})"
+    hint = "" if key == "train.init_from" else f", or set {key} = false to train this student from its own initialisation"
     try:
         ckpt = load_checkpoint(where)
     except CheckpointError as exc:
-        raise ConfigError(f"train.init_from: {exc}") from None
+        raise ConfigError(f"{key}: {exc}") from None
     source = ckpt.record
     if source.flow_map and not record.flow_map:
-        raise ConfigError(f"train.init_from = {where}: that checkpoint is a flow map and this run trains a velocity model; "
+        raise ConfigError(f"{name}: that checkpoint is a flow map and this run trains a velocity model; "
                           "start it from a flow-matching checkpoint, or from scratch")
     differences = _differences(source, record)
     if differences:
-        raise ConfigError(f"train.init_from = {where}: its model differs from this run's in {'; '.join(differences)}; "
-                          "warm starts need the same backbone and options (only the second time may be new)")
+        raise ConfigError(f"{name}: its model differs from this run's in {'; '.join(differences)}; "
+                          f"warm starts need the same backbone and options (only the second time may be new){hint}")
     weights = ckpt.weights("ema")
     own = model.state_dict()
     new = [k for k in own if k not in weights]
     if any(not any(part in k for part in SECOND_TIME_KEYS) for k in new) or any(k not in own for k in weights):
         odd = next((k for k in new if not any(part in k for part in SECOND_TIME_KEYS)), None) or next(k for k in weights if k not in own)
-        raise ConfigError(f"train.init_from = {where}: its weights do not fit this model (e.g. {odd}); start from a checkpoint "
+        raise ConfigError(f"{name}: its weights do not fit this model (e.g. {odd}); start from a checkpoint "
                           "of the same backbone")
     model.load_state_dict({**own, **{k: v.to(own[k].device, own[k].dtype) for k, v in weights.items()}})
     return ckpt.path

@@ -2,7 +2,8 @@
 
 Checks 1-6 test the core's solvers, processes and conditional paths against closed forms;
 7-11 train models once per run (toy.checks.trained_models) and compare them with the exact marginal
-fields of a Gaussian mixture (toy.gmm_fields), and 11 with its exact flow map.
+fields of a Gaussian mixture (toy.gmm_fields), 11 with its exact flow map, and 12 distils that map from the
+exact velocity.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from toy.checks.base import FULL, QUICK, CheckResult, Context, Measurement, Sizes
+from toy.checks.distillation import check_distillation
 from toy.checks.flow_map import check_flow_map
 from toy.checks.learned import check_flow_matching, check_interpolant_objective, check_score_matching, check_sde_sampling
 from toy.checks.numerics import check_ode_convergence
@@ -29,6 +31,7 @@ ALL_CHECKS: list[Callable[[Context], CheckResult]] = [
     check_sde_sampling,
     check_interpolant_objective,
     check_flow_map,
+    check_distillation,
 ]
 
 __all__ = ["ALL_CHECKS", "FULL", "QUICK", "CheckResult", "Context", "Measurement", "Sizes"]

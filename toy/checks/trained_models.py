@@ -14,7 +14,14 @@ from toy.densities import Checkerboard, Circles, GaussianMixture
 from toy.gmm_fields import GaussianMixtureMarginals
 from toy.metrics import relative_l2
 from toy.models import MLPFlowMap, MLPScore, MLPVectorField
-from toy.training import train_flow_matching, train_interpolant, train_mean_flow, train_score_matching
+from toy.training import (
+    train_flow_matching,
+    train_interpolant,
+    train_lagrangian_distillation,
+    train_mean_flow,
+    train_mean_flow_distillation,
+    train_score_matching,
+)
 
 #: the score is trained on t in [0, 1 - SCORE_DELTA] (its target -x0 / beta_t is infinite at 1)
 SCORE_DELTA = 0.1
@@ -135,6 +142,25 @@ def flow_map_model(ctx: Context) -> tuple[MLPFlowMap, list[float]]:
         return model, hist
 
     return ctx.cached("flow_map_model", build)
+
+
+def distilled_flow_map_model(ctx: Context, objective: str = "mean_flow") -> tuple[MLPFlowMap, list[float]]:
+    """Check 11's network and budget, distilled from the mixture's exact marginal velocity (a perfect teacher): teacher-guided
+    MeanFlow (objective "mean_flow") or the JVP-free discrete Lagrangian form ("lagrangian", step fraction 0.5 -> 0.05)."""
+
+    def build():
+        lab = flow_map_lab(ctx)
+        model = MLPFlowMap(2, ctx.sizes.hiddens, ctx.sizes.activation, analytic_jvp=ctx.sizes.analytic_jvp)
+        kwargs = {**_train_kwargs(ctx, f"distilled_{objective}"), "num_iterations": 2 * ctx.sizes.iterations,
+                  "lr": FLOW_MAP_LR[ctx.sizes.label]}
+        if objective == "mean_flow":
+            hist = train_mean_flow_distillation(model, lab.path, lab.marginals, **FLOW_MAP_TRAINING, **kwargs)
+        else:
+            hist = train_lagrangian_distillation(model, lab.path, lab.marginals, step_fraction=0.5, final_step_fraction=0.05,
+                                                 **FLOW_MAP_TRAINING, **kwargs)
+        return model, hist
+
+    return ctx.cached(f"distilled_flow_map_{objective}", build)
 
 
 def checkerboard_setup(ctx: Context) -> tuple[LinearPath, MLPVectorField, list[float]]:

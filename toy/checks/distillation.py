@@ -1,0 +1,93 @@
+"""Check 12: a flow map distilled from a perfect teacher (the mixture's exact velocity) beats MeanFlow from scratch."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from imgflow.core import FlowMap, FlowMapSolver, uniform_time_grid
+from toy.checks import trained_models
+from toy.checks.base import CheckResult, Context
+from toy.checks.flow_map import exact_flow_map
+from toy.metrics import relative_l2
+from toy.plotting import contour, scatter, subplots
+
+#: The distilled map's achievable error at each run size (relative L2 against the exact flow map, as check 11's
+#: MAP_TOLERANCE): quick, seeds 0-4 measured 1 step 0.011-0.016 and 2 steps 0.010-0.015 (DISTILLED_MEASURED); 0.04 is
+#: 2.5x the worst and still 2x below half of check 11's measured from-scratch errors (0.067-0.094). Full: not measured
+#: (the full check takes 22 minutes for check 11 alone), the quick tolerance kept.
+MAP_TOLERANCE = {"quick": 0.04, "full": 0.04}
+
+#: The goal's ratio: the distilled error at most this share of the from-scratch error, at 1 and at 2 steps.
+RATIO = 0.5
+
+
+def map_errors(ctx: Context, model: torch.nn.Module, x0: torch.Tensor, exact: torch.Tensor) -> dict[int, float]:
+    """{steps: ||FlowMapSolver(model) from x0 - Phi(x0)|| / ||Phi(x0) - x0||} for 1 and 2 uniform steps."""
+    out = {}
+    with torch.inference_mode():
+        for steps in (1, 2):
+            x1 = FlowMapSolver(FlowMap(model)).simulate(x0, uniform_time_grid(steps))
+            out[steps] = relative_l2(x1 - x0, exact - x0)
+    return out
+
+
+def check_distillation(ctx: Context) -> CheckResult:
+    """A flow map distilled from the exact mixture velocity lands at most half as far from the exact map as MeanFlow from scratch.
+
+    Setup: check 11's target, path, network, optimiser and steps (its `flow_map_model` is the from-scratch row). The
+    teacher is the mixture's exact marginal velocity (toy.gmm_fields), a perfect teacher: teacher-guided MeanFlow
+    (imgflow.core.flow_map_distillation.teacher_mean_flow_loss) puts it in the JVP tangent and the target in place of
+    data - noise, whose variance is what limits MeanFlow from scratch at a fixed budget. The JVP-free discrete
+    Lagrangian form (step fraction 0.5 -> 0.05) is trained on the same budget and reported beside it.
+    Rows, on n_samples noise draws x_0 (the exact map Phi as in check 11):
+    - the distilled map's error at 1 and 2 steps, each at most RATIO times the from-scratch model's at the same steps
+      (the issue's goal; a distillation that learned nothing from the teacher scores like the scratch model, ratio ~1);
+    - the distilled map's error at 1 step within MAP_TOLERANCE (the measured error at this budget, 2.5x: see there).
+    """
+    res = CheckResult("12_distillation", "flow map distilled from the exact velocity vs MeanFlow from scratch")
+    scratch, _ = trained_models.flow_map_model(ctx)
+    start = time.perf_counter()
+    distilled, hist = trained_models.distilled_flow_map_model(ctx, "mean_flow")
+    seconds = time.perf_counter() - start
+    lagrangian, hist_l = trained_models.distilled_flow_map_model(ctx, "lagrangian")
+    n = ctx.sizes.n_samples
+    ctx.reseed(res.name)
+    x0 = torch.randn(n, 2)
+    exact = exact_flow_map(ctx, x0).float()
+    err_scratch = map_errors(ctx, scratch, x0, exact)
+    err = map_errors(ctx, distilled, x0, exact)
+    err_l = map_errors(ctx, lagrangian, x0, exact)
+    for steps in (1, 2):
+        res.at_most(f"distilled / from scratch, {steps} step(s): {err[steps]:.4f} / {err_scratch[steps]:.4f}",
+                    err[steps] / err_scratch[steps], RATIO)
+    res.at_most("distilled 1 step: ||x0 + u(x0,0,1) - Phi(x0)|| / ||Phi(x0) - x0||", err[1], MAP_TOLERANCE[ctx.sizes.label])
+    for steps in (1, 2):
+        res.at_most(f"Lagrangian (no JVP) / from scratch, {steps} step(s): {err_l[steps]:.4f} / {err_scratch[steps]:.4f}",
+                    err_l[steps] / err_scratch[steps], RATIO)
+    print(f"distillation trained in {seconds:.0f} s")
+
+    with torch.inference_mode():
+        panels = [(FlowMapSolver(FlowMap(m)).simulate(x0, uniform_time_grid(1)), f"{name}, 1 NFE (map err {e[1]:.3f})", c)
+                  for m, name, e, c in ((scratch, "MeanFlow from scratch", err_scratch, "C3"),
+                                        (distilled, "distilled (MeanFlow, exact teacher)", err, "C1"),
+                                        (lagrangian, "distilled (Lagrangian)", err_l, "C4"))]
+    panels.append((exact, "exact flow map Phi(x0)", "C2"))
+    fig, axes = subplots(5, size=3.6)
+    lab = trained_models.flow_map_lab(ctx)
+    b = lab.bounds
+    for ax, (pts, title, colour) in zip(axes, panels):
+        contour(ax, lab.target.log_density, b, levels=10)
+        scatter(ax, pts, s=1.5, color=colour)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlim(b[:2])
+        ax.set_ylim(b[2:])
+        ax.set_aspect("equal")
+    axes[4].semilogy(hist, lw=0.3, label="MeanFlow distillation")
+    axes[4].semilogy(hist_l, lw=0.3, label="Lagrangian")
+    axes[4].legend(fontsize=7)
+    axes[4].set_title("distillation losses", fontsize=8)
+    axes[4].set_xlabel("iteration")
+    ctx.save(res, fig, "12_distillation.png")
+    return res
