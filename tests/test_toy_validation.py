@@ -25,13 +25,14 @@ EXPECTED_FIGURES = {
     "09_sde_sampling.png",
     "10_interpolant_objective.png",
     "11_flow_map.png",
+    "12_distillation.png",
 }
 
 
 @pytest.mark.slow
 def test_quick_validation_passes_and_writes_reports(tmp_path):
     results = validation.run_validation(quick=True, out_dir=tmp_path, seed=0, verbose=False)
-    assert len(results) == len(ALL_CHECKS) == 11
+    assert len(results) == len(ALL_CHECKS) == 12
     failed = [(m.check, m.quantity, m.value, m.tolerance_text()) for r in results for m in r.measurements if not m.passed]
     assert not failed, failed
     assert all(r.error is None and r.passed for r in results)
