@@ -54,7 +54,7 @@ def _mismatch(teacher: ModelRecord, student: ModelRecord) -> str | None:
         return (f"it models data of shape {teacher.spec.shape} with {teacher.spec.num_classes} classes, this run "
                 f"{student.spec.shape} with {student.spec.num_classes}")
     if student.conditional and teacher.spec.class_names != student.spec.class_names:
-        shown = lambda names: ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")  # noqa: E731
+        shown = lambda names: ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         return (f"its classes are {shown(teacher.spec.class_names)} and this run's {shown(student.spec.class_names)}: another "
                 "data set, or data whose class names were not given (ImageData(..., spec=...) with the teacher's names)")
     if bool(teacher.latent) != bool(student.latent) or (teacher.latent and teacher.latent.get("digest") != student.latent.get("digest")):

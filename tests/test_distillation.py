@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from imgflow.config import ConfigError
 from imgflow.core import LinearPath
 from imgflow.core.flow_map_distillation import lagrangian_distillation_loss, lagrangian_target, teacher_mean_flow_loss
 from imgflow.core.mean_flow import mean_flow_loss, normalised_target
+from imgflow.data import ImageData
 from imgflow.pretrained import pretrained_path
 from imgflow.sampler import Sampler
 from imgflow.teacher import teacher_source
@@ -189,6 +192,9 @@ def test_bad_teachers_are_refused_before_anything_is_written(tmp_path):
             **{"train.init_from": str(teacher.run_dir)})
     refused(r"cannot teach this run: it models data of shape \(1, 8, 8\) with 10 classes, this run \(1, 16, 16\)",
             data=blob_images(40, size=16), **{"data.image_size": 16, "model.unet.attention_resolutions": [8]})
+    blobs = blob_images(40)
+    renamed = ImageData(blobs.images, blobs.labels, dataclasses.replace(blobs.spec, class_names=tuple("abcdefghij")))
+    refused("its classes are 0, 1, 2, ... and this run's a, b, c, ...: another data set", data=renamed)
     flow_map = Trainer(tiny_config(tmp_path / "mf", **{"flow.objective": "mean_flow", "train.steps": 2}), data=blob_images(40),
                        progress=False)
     flow_map.run()
@@ -254,7 +260,7 @@ def test_pair_rows_regress_onto_the_pairs_and_their_build_counts_in_the_budget(t
 def test_the_finite_difference_tangent_converges_to_the_jvp_at_first_order():
     data, noise, t, r = _gaussian_batch()
     path = LinearPath()
-    exact = lambda x, tt, r: exact_average_velocity(x, tt, r)  # noqa: E731
+    exact = lambda x, tt, r: exact_average_velocity(x, tt, r)
     errors = {}
     for eps in (2e-3, 1e-3):
         _, error = teacher_mean_flow_loss(exact, exact_velocity, path, data, t, r, noise=noise, num_equal=8, adaptive_p=0.0,

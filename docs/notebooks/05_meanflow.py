@@ -30,13 +30,13 @@ from IPython.display import display
 
 import imgflow
 from imgflow import Sampler, load_config, pretrained_path, train
-from imgflow.data import ImageData, load_image_data
 from imgflow.core import FlowMap, GaussianPath, LearnedVectorFieldODE, make_solver, schedule_from_name, uniform_time_grid
 from imgflow.core.mean_flow import mean_flow_loss
+from imgflow.data import ImageData, load_image_data
 from imgflow.evaluation.classifier import load_classifier, predict
 from toy import GaussianMixture, GaussianMixtureMarginals, MLPFlowMap, energy_distance, train_mean_flow
-from toy.training import train_mean_flow_distillation
 from toy.plotting import contour, plt, scatter, subplots
+from toy.training import train_mean_flow_distillation
 
 SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
 ITERATIONS = 300 if SMALL else 4_000

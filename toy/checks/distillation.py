@@ -7,9 +7,9 @@ import torch
 from imgflow.core import FlowMap, FlowMapSolver, uniform_time_grid
 from toy.checks import trained_models
 from toy.checks.base import CheckResult, Context
-from toy.checks.flow_map import exact_flow_map
+from toy.checks.flow_map import draw_panels, exact_flow_map
 from toy.metrics import relative_l2
-from toy.plotting import contour, scatter, subplots
+from toy.plotting import subplots
 
 #: The distilled map's achievable error at each run size (relative L2 against the exact flow map, as check 11's
 #: MAP_TOLERANCE): quick, seeds 0-4 measured 0.026-0.035 at 1 step (0.031 for seed 0), so 0.07 (2x the worst). Full:
@@ -75,15 +75,7 @@ def check_distillation(ctx: Context) -> CheckResult:
                                         (lagrangian, "distilled (Lagrangian)", err_l, "C4"))]
     panels.append((exact, "exact flow map Phi(x0)", "C2"))
     fig, axes = subplots(5, size=3.6)
-    lab = trained_models.flow_map_lab(ctx)
-    b = lab.bounds
-    for ax, (pts, title, colour) in zip(axes, panels):
-        contour(ax, lab.target.log_density, b, levels=10)
-        scatter(ax, pts, s=1.5, color=colour)
-        ax.set_title(title, fontsize=8)
-        ax.set_xlim(b[:2])
-        ax.set_ylim(b[2:])
-        ax.set_aspect("equal")
+    draw_panels(axes, trained_models.flow_map_lab(ctx), panels)
     axes[4].semilogy(hist, lw=0.3, label="MeanFlow distillation")
     axes[4].semilogy(hist_l, lw=0.3, label="Lagrangian")
     axes[4].legend(fontsize=7)

@@ -29,6 +29,18 @@ def exact_flow_map(ctx: Context, x0: torch.Tensor) -> torch.Tensor:
         return RK4Solver(LearnedVectorFieldODE(marginals)).simulate(x0.double(), uniform_time_grid(EXACT_STEPS[ctx.sizes.label]).double())
 
 
+def draw_panels(axes, lab, panels) -> None:
+    """One scatter per axis over the target's density: panels = ((points (n, 2), title, colour), ...)."""
+    b = lab.bounds
+    for ax, (pts, title, colour) in zip(axes, panels):
+        contour(ax, lab.target.log_density, b, levels=10)
+        scatter(ax, pts, s=1.5, color=colour)
+        ax.set_title(title, fontsize=8)
+        ax.set_xlim(b[:2])
+        ax.set_ylim(b[2:])
+        ax.set_aspect("equal")
+
+
 def check_flow_map(ctx: Context) -> CheckResult:
     """MeanFlow learns the flow map: one step from noise lands where the exact ODE does, and samples the target.
 
@@ -78,18 +90,10 @@ def check_flow_map(ctx: Context) -> CheckResult:
     res.at_least("flow matching (exact field), 1 Euler step: energy distance (must exceed the band)", d_fm, null["band"])
 
     fig, axes = subplots(5, size=3.6)
-    b = lab.bounds
-    panels = ((fm_one, f"flow matching (exact field), 1 NFE (ED {d_fm:.2g}, map err {err_fm:.2f})", "C0"),
-              (one_step, f"MeanFlow, 1 NFE (ED {d_one:.2g}, map err {err:.2f})", "C3"),
-              (two_step, f"MeanFlow, 2 NFE (map err {err_two:.2f})", "C1"),
-              (exact, "exact flow map Phi(x0)", "C2"))
-    for ax, (pts, title, colour) in zip(axes, panels):
-        contour(ax, lab.target.log_density, b, levels=10)
-        scatter(ax, pts, s=1.5, color=colour)
-        ax.set_title(title, fontsize=8)
-        ax.set_xlim(b[:2])
-        ax.set_ylim(b[2:])
-        ax.set_aspect("equal")
+    draw_panels(axes, lab, ((fm_one, f"flow matching (exact field), 1 NFE (ED {d_fm:.2g}, map err {err_fm:.2f})", "C0"),
+                            (one_step, f"MeanFlow, 1 NFE (ED {d_one:.2g}, map err {err:.2f})", "C3"),
+                            (two_step, f"MeanFlow, 2 NFE (map err {err_two:.2f})", "C1"),
+                            (exact, "exact flow map Phi(x0)", "C2")))
     axes[4].semilogy(hist, lw=0.3)
     axes[4].set_title("MeanFlow loss (squared error to the JVP target)", fontsize=8)
     axes[4].set_xlabel("iteration")
