@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from imgflow.checkpoint import CheckpointError
 from imgflow.config import ConfigError
 from imgflow.core import LinearPath
 from imgflow.core.flow_map_distillation import lagrangian_distillation_loss, lagrangian_target, teacher_mean_flow_loss
@@ -268,3 +269,17 @@ def test_the_finite_difference_tangent_converges_to_the_jvp_at_first_order():
         errors[eps] = error[8:].mean().sqrt().item()
         assert error[:8].max() < 1e-18
     assert 0 < errors[1e-3] < 1e-2 and 1.8 < errors[2e-3] / errors[1e-3] < 2.2  # the exact map, up to O(eps)
+
+
+def test_a_resume_refuses_a_teacher_name_that_now_means_other_weights(tmp_path):
+    teacher = _teacher(tmp_path)
+    cfg = _student_config(tmp_path, teacher.run_dir, **{"train.steps": 4})
+    Trainer(cfg, data=blob_images(40), progress=False).run()
+    longer = tiny_config(tmp_path / "teacher", **{"model.unet.time_scale": 50.0, "train.steps": 8})
+    Trainer(longer, data=blob_images(40), resume="latest", progress=False).run()  # the run folder's latest is now step 8
+    cfg = _student_config(tmp_path, teacher.run_dir, **{"train.steps": 8})
+    with pytest.raises(ConfigError, match="now names other weights"):
+        Trainer(cfg, data=blob_images(40), resume="latest", progress=False)
+    cfg = _student_config(tmp_path, teacher.run_dir / "ckpt-00000004.safetensors", **{"train.steps": 8})
+    with pytest.raises(CheckpointError, match="it was trained with flow.mean_flow_distillation.teacher"):  # another config
+        Trainer(cfg, data=blob_images(40), resume="latest", progress=False)

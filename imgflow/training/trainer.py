@@ -159,6 +159,11 @@ class Trainer:
             source = warm_start(self.model, self.record, run.teacher.source, key=f"flow.{run.entry.name}.init_from_teacher")
             acc.print(f"starting from the teacher's weights, {source} (the second time's embedding new and zero)")
         if run.teacher is not None:
+            recorded = ckpt.extra.get("teacher_digest") if ckpt is not None else None
+            if recorded is not None and recorded != run.teacher.digest:
+                raise ConfigError(f"flow.{run.entry.name}.teacher = {run.entry.teacher(cfg.flow.options)!r} now names other weights "
+                                  f"({run.teacher.source}) than the run was distilling; resume with the teacher it started from, "
+                                  "or start a new run")
             acc.print(f"distilling the teacher {run.teacher.source} at guidance {run.entry.trained_guidance(cfg.flow.options):g}")
         self.conditional = self.record.conditional
         self.null_label = self.record.null_label
@@ -238,6 +243,8 @@ class Trainer:
         path = None
         if self.is_main:
             extra = {"ema_updates": str(self.ema.num_updates), "ema_decay_effective": f"{self.ema.current_decay:.6g}"} if self.ema is not None else {}
+            if self.resolved.teacher is not None:  # a resume refuses a teacher name that now means other weights
+                extra["teacher_digest"] = self.resolved.teacher.digest
             scaler = self.accelerator.scaler
             try:
                 path = save_checkpoint(
