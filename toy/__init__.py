@@ -12,7 +12,15 @@ from toy.irreducible import LossEstimate, flow_matching_excess, irreducible_flow
 from toy.metrics import energy_distance, excess_kurtosis, null_distance_band, null_energy_band, relative_l2, sliced_wasserstein
 from toy.models import MLPConditionalField, MLPFlowMap, MLPScore, MLPVectorField, build_mlp
 from toy.processes import BrownianMotion, LangevinDynamics, LinearDecayODE, OrnsteinUhlenbeck
-from toy.training import train, train_flow_matching, train_interpolant, train_mean_flow, train_score_matching
+from toy.training import (
+    train,
+    train_flow_matching,
+    train_interpolant,
+    train_lagrangian_distillation,
+    train_mean_flow,
+    train_mean_flow_distillation,
+    train_score_matching,
+)
 
 __all__ = [
     "BrownianMotion",
@@ -43,6 +51,8 @@ __all__ = [
     "train",
     "train_flow_matching",
     "train_interpolant",
+    "train_lagrangian_distillation",
     "train_mean_flow",
+    "train_mean_flow_distillation",
     "train_score_matching",
 ]

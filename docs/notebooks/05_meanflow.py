@@ -34,9 +34,8 @@ from imgflow.core import FlowMap, GaussianPath, LearnedVectorFieldODE, make_solv
 from imgflow.core.mean_flow import mean_flow_loss
 from imgflow.data import ImageData, load_image_data
 from imgflow.evaluation.classifier import load_classifier, predict
-from toy import GaussianMixture, GaussianMixtureMarginals, MLPFlowMap, energy_distance, train_mean_flow
+from toy import GaussianMixture, GaussianMixtureMarginals, MLPFlowMap, energy_distance, train_mean_flow, train_mean_flow_distillation
 from toy.plotting import contour, plt, scatter, subplots
-from toy.training import train_mean_flow_distillation
 
 SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
 ITERATIONS = 300 if SMALL else 4_000
