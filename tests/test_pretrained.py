@@ -45,6 +45,18 @@ def test_shipped_meanflow_model_draws_digits_in_one_step(classifier):
     assert samples.nfe == 1 and class_accuracy(classifier, samples) >= 0.8
 
 
+def test_shipped_distilled_model_draws_digits_in_two_steps_and_names_its_teacher_portably(classifier):
+    import json
+
+    sampler = Sampler.from_pretrained("mnist-distill")
+    assert sampler.flow_map and sampler.defaults.nfe == 2 and sampler.trained_guidance == 1.0
+    samples = sampler.sample(100, seed=0)
+    # 95.5 % on 1,000 samples; 100 samples put one binomial sigma at ~2.1 %, so 0.85 leaves 5 sigma
+    assert samples.nfe == 2 and class_accuracy(classifier, samples) >= 0.85
+    config = json.loads(load_checkpoint(pretrained_path("mnist-distill")).config_json)
+    assert config["flow"]["mean_flow_distillation"]["teacher"] == "mnist"  # not the machine path it was trained with
+
+
 @pytest.mark.parametrize("name", list(PRETRAINED))
 def test_shipped_files_are_small_float16_ema_only(name):
     path = pretrained_path(name)
@@ -59,7 +71,7 @@ def test_shipped_files_are_small_float16_ema_only(name):
 
 
 def test_unknown_names_and_kinds_are_refused_with_the_list():
-    with pytest.raises(ConfigError, match="no pretrained sampler named 'cifar'.*mnist, mnist-meanflow"):
+    with pytest.raises(ConfigError, match="no pretrained sampler named 'cifar'.*mnist, mnist-meanflow, mnist-distill"):
         Sampler.from_pretrained("cifar")
     with pytest.raises(ConfigError, match="no pretrained sampler named 'mnist-classifier'"):
         Sampler.from_pretrained("mnist-classifier")
