@@ -1,5 +1,7 @@
 """Test-session settings shared by every test file."""
 
+import os
+
 import pytest
 import torch
 
@@ -12,3 +14,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_cache_folder(tmp_path_factory):
+    """The caches (folders, latents, FID statistics, endpoint pairs) of this test process live in its own temporary
+    folder: the user's ~/.cache/imgflow is never read or written, and the workers of `pytest -n 2` (pytest-xdist)
+    never build the same cache folder at once. Subprocesses the tests start inherit it."""
+    previous = os.environ.get("IMGFLOW_CACHE")
+    os.environ["IMGFLOW_CACHE"] = str(tmp_path_factory.mktemp("imgflow-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("IMGFLOW_CACHE", None)
+    else:
+        os.environ["IMGFLOW_CACHE"] = previous
