@@ -3,8 +3,13 @@
 A cache is a folder `<root>/<name>` holding one data file and `meta.json`. It is used only when its meta names
 this `format` and `key` (a digest of everything that decides its contents) and the data file has exactly the
 size the meta implies; anything else (truncated, foreign, of an older format) is rebuilt, never trusted. A build
-writes into `<name>.tmp-<pid>` beside it and renames that onto `<name>` in one `os.replace`, so a killed build
-never leaves a folder that looks complete; temporaries of killed builds are removed before the next one.
+writes into `<name>.tmp-<host>-<pid>` beside it and renames that onto `<name>` in one `os.replace`, so a killed build
+never leaves a folder that looks complete.
+
+Processes that want the same cache at once (the processes of one job, runs started together, machines sharing the
+filesystem) take turns on `.<name>.lock` (imgflow.file_locks.build_lock): one builds, the others wait, find the finished
+cache valid and read it. A temporary is removed as stale only when its owner is gone, and a valid cache is never
+replaced, so no build deletes what another process writes or reads.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from imgflow.file_locks import build_lock, lock_file_for, owner_is_gone
 
 
 def cache_root() -> Path:
@@ -56,24 +64,43 @@ def valid_cache(folder: Path, fmt: CacheFormat, key: str) -> CacheFolder | None:
 
 def build_cache(final: Path, fmt: CacheFormat, key: str, write: Callable[[Path], dict[str, Any]], *,
                 unwritable: Callable[[OSError], Exception], short: Callable[[Path], Exception]) -> CacheFolder:
-    """Build the cache `final` atomically: `write(tmp)` writes the data file into the temporary folder and returns the meta
-    (format and key are added). unwritable(OSError) / short(tmp): the errors for a root that cannot be created and for a
-    data file that came out shorter than its meta says (a full disk)."""
-    root = final.parent
+    """Build the cache `final` atomically under its lock: `write(tmp)` writes the data file into the temporary folder and
+    returns the meta (format and key are added). unwritable(OSError) / short(tmp): the errors for a root that cannot be
+    created and for a data file that came out shorter than its meta says (a full disk)."""
+    _make_root(final, unwritable)
+    with build_lock(lock_file_for(final), f"the cache {final}"):
+        return _build(final, fmt, key, write, short)
+
+
+def _make_root(final: Path, unwritable: Callable[[OSError], Exception]) -> None:
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise unwritable(exc) from None
-    for stale in root.glob(f"{final.name}.tmp-*"):  # left by a build that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = root / f"{final.name}.tmp-{os.getpid()}"
+
+
+def _remove_stale_temporaries(final: Path) -> None:
+    """Temporaries of builds whose process has ended (`<name>.tmp-<host>-<pid>`; `<name>.tmp-<pid>` of older versions
+    counts as this host's)."""
+    for stale in final.parent.glob(f"{final.name}.tmp-*"):
+        owner = stale.name[len(final.name) + len(".tmp-"):]
+        host, _, pid = owner.rpartition("-")
+        if owner_is_gone(pid, host or socket.gethostname()):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _build(final: Path, fmt: CacheFormat, key: str, write: Callable[[Path], dict[str, Any]],
+           short: Callable[[Path], Exception]) -> CacheFolder:
+    _remove_stale_temporaries(final)
+    tmp = final.parent / f"{final.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)  # this process's own, from a build it abandoned
     tmp.mkdir()
     try:
         meta = {**write(tmp), "format": fmt.tag, "key": key}
         if (tmp / fmt.data_file).stat().st_size != fmt.data_bytes(meta):
             raise short(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta))
-        if final.exists():
+        if final.exists():  # invalid (checked under the lock): incomplete, foreign or of an older format
             shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     except BaseException:
@@ -85,13 +112,20 @@ def build_cache(final: Path, fmt: CacheFormat, key: str, write: Callable[[Path],
 def cached(final: Path, fmt: CacheFormat, key: str, write: Callable[[Path], dict[str, Any]], *, what: str,
            unwritable: Callable[[OSError], Exception], short: Callable[[Path], Exception],
            log: Callable[[str], None] | None = None) -> tuple[CacheFolder, bool]:
-    """(the valid cache at `final`, reused) or (a fresh build, not reused), saying so when an invalid one is replaced."""
+    """(the valid cache at `final`, reused) or (a fresh build, not reused), saying so when an invalid one is replaced.
+
+    Another process building the same cache is waited for (said through `log`), and its result reused."""
     found = valid_cache(final, fmt, key)
     if found is not None:
         return found, True
-    if final.exists() and log is not None:
-        log(f"note: the {what} {final} is incomplete or from another version; rebuilding it")
-    return build_cache(final, fmt, key, write, unwritable=unwritable, short=short), False
+    _make_root(final, unwritable)
+    with build_lock(lock_file_for(final), f"the {what} {final}", say=log):
+        found = valid_cache(final, fmt, key)  # built by the process this one waited for
+        if found is not None:
+            return found, True
+        if final.exists() and log is not None:
+            log(f"note: the {what} {final} is incomplete or from another version; rebuilding it")
+        return _build(final, fmt, key, write, short), False
 
 
 __all__ = ["CacheFolder", "CacheFormat", "build_cache", "cache_root", "cached", "valid_cache"]

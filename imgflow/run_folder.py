@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
-import time
 from pathlib import Path
 from typing import IO
 
 from imgflow.checkpoint import Checkpoint, CheckpointError, list_checkpoints, load_checkpoint
 from imgflow.config import ConfigError, RunConfig, flatten_tables
 from imgflow.data import DataSpec
+from imgflow.file_locks import describe_holder, take_lock
 
 LOCK_NAME = ".lock"
 
@@ -96,16 +95,6 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | N
         )
 
 
-def describe_holder(lock_file: Path) -> str:
-    """'process 123 on host (since 2026-11-25 08:00:00)' from a lock file's text, as far as it says."""
-    try:
-        fields = dict(line.split("=", 1) for line in lock_file.read_text().splitlines() if "=" in line)
-    except OSError:
-        fields = {}
-    pid, host, since = fields.get("pid", "?"), fields.get("host", "?"), fields.get("since", "?")
-    return f"process {pid} on {host} (since {since})"
-
-
 class RunLock:
     """An exclusive, non-blocking flock on <run_dir>/.lock for the life of a run.
 
@@ -137,14 +126,13 @@ class RunLock:
     def acquire(self) -> RunLock:
         fh = open(self.path, "a+")  # noqa: SIM115 - the lock lives as long as the run
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held = take_lock(fh, wait=False)
+        except BaseException:
             fh.close()
-            raise RunFolderBusy(_busy_message(self.path)) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid={os.getpid()}\nhost={socket.gethostname()}\nsince={time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        fh.flush()
+            raise
+        if not held:
+            fh.close()
+            raise RunFolderBusy(_busy_message(self.path))
         self._fh = fh
         return self
 

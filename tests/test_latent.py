@@ -195,3 +195,15 @@ def test_a_held_out_split_is_encoded_with_the_train_splits_statistics(autoencode
     assert torch.allclose(train_codec.encode(x), test_latents.images[:4].float(), atol=4e-3)  # float16 rounding
     with pytest.raises(ValueError, match="any other split is scaled with the train split's: pass scaling="):
         encode_data(codec, pixels, data_section, "test", cache_dir=tmp_path / "cache")
+
+
+def test_two_encodings_of_one_new_latent_cache_build_it_once(autoencoder_run, tmp_path):
+    from tests.test_cache_concurrency import race
+
+    ae_dir, data = autoencoder_run
+    codec = load_autoencoder(ae_dir)
+    encode = lambda log: encode_data(codec, data, cache_dir=tmp_path, log=log)[0]
+    (first, second), said_a, said_b = race(encode, encode, "encoding")
+    assert [m for m in said_a + said_b if m.startswith("encoding")] == [said_a[0]]  # the second waited, then read it
+    assert any(m.startswith("waiting for process") for m in said_b)
+    assert first.info["latent_cache"] == second.info["latent_cache"] and torch.equal(first.images, second.images)

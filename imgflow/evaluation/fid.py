@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from imgflow.config import ConfigError
+from imgflow.file_locks import build_lock, lock_file_for
 
 STATS_FORMAT = "imgflow-feature-stats-1"
 
@@ -190,20 +191,24 @@ def reference_statistics(
     cached = load_stats(path, expect)
     if cached is not None:
         return ReferenceStats(cached, path, computed=False, cache_written=False)
-    images = load_dataset(data, split).images
-    stats = compute_feature_statistics(feature_fn, images, device=device)
-    written = False
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_stats(path, stats, expect)
-        written = True
-        prefix = path.name.rsplit(".", 3)[0]  # <classifier stem>.<data tag>
-        for old in path.parent.glob(f"{prefix}.*.stats.safetensors"):
-            if old != path:
-                old.unlink(missing_ok=True)
-    except OSError as exc:
-        if log is not None:
-            log(f"note: could not cache the reference statistics in {path.parent} ({exc.strerror}); pass a writable cache folder")
+    with build_lock(lock_file_for(path), f"the reference statistics {path}", say=log):
+        cached = load_stats(path, expect)  # computed by the process this one waited for
+        if cached is not None:
+            return ReferenceStats(cached, path, computed=False, cache_written=False)
+        images = load_dataset(data, split).images
+        stats = compute_feature_statistics(feature_fn, images, device=device)
+        written = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_stats(path, stats, expect)
+            written = True
+            prefix = path.name.rsplit(".", 3)[0]  # <classifier stem>.<data tag>
+            for old in path.parent.glob(f"{prefix}.*.stats.safetensors"):
+                if old != path:
+                    old.unlink(missing_ok=True)
+        except OSError as exc:
+            if log is not None:
+                log(f"note: could not cache the reference statistics in {path.parent} ({exc.strerror}); pass a writable cache folder")
     return ReferenceStats(stats, path, computed=True, cache_written=written)
 
 
