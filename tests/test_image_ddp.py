@@ -152,3 +152,44 @@ def test_mean_flow_through_the_ddp_handle_with_dropout_matches_the_bare_module(t
     torch.testing.assert_close(ddp_loss, bare_loss, atol=1e-6, rtol=0)
     for a, b in zip(ddp_grads, bare_grads):
         torch.testing.assert_close(a, b, atol=1e-7, rtol=1e-4)
+
+
+def test_a_killed_worker_is_restarted_by_torchrun_and_the_run_resumes_itself_bit_exactly(tmp_path):
+    """`resume="auto"` under `torchrun --max-restarts 1`: rank 1 is SIGKILLed as it starts step 4 of 6 (after the
+    checkpoint of step 2); the agent restarts both workers with the same command, which finds that checkpoint and
+    continues. Same process count: bit-exact. Without TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 the trainer refuses to start
+    (`restart_launch_problem`): the restart would reuse the previous attempt's store entries."""
+    import os
+    import time
+
+    driver = str(Path(__file__).resolve().parent / "ddp_restart_driver.py")
+    runs = {}
+    for name, kill_at in (("restarted", 4), ("straight", 0)):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
+               driver, str(tmp_path / name), str(kill_at)]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
+        runs[name] = (proc, time.perf_counter() - start)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    restarted = runs["restarted"][0].stdout
+    assert (tmp_path / "restarted.killed").exists() and not (tmp_path / "straight.killed").exists()
+    assert "attempt 1: rank 0 from step 2" in restarted and "attempt 1: rank 1 from step 2" in restarted, restarted
+    assert "attempt 0: rank 0 from step 0" in runs["straight"][0].stdout
+    a, b = load_checkpoint(tmp_path / "straight"), load_checkpoint(tmp_path / "restarted")
+    assert a.step == b.step == 6
+    for key in a.model:
+        assert torch.equal(a.model[key], b.model[key]), key
+    for key in a.ema:
+        assert torch.equal(a.ema[key], b.ema[key]), key
+    assert [m["loss"] for m in read_metrics(tmp_path / "straight")] == [m["loss"] for m in read_metrics(tmp_path / "restarted")]
+    print(f"wall clock: straight {runs['straight'][1]:.1f} s, killed and restarted {runs['restarted'][1]:.1f} s")
+
+
+def test_a_restartable_launch_that_would_reuse_the_old_store_is_refused_with_the_fix():
+    from imgflow.devices import restart_launch_problem
+
+    shared = {"TORCHELASTIC_MAX_RESTARTS": "2", "TORCHELASTIC_USE_AGENT_STORE": "True"}
+    assert "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun" in restart_launch_problem(shared)
+    assert restart_launch_problem({**shared, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None  # the variable was set
+    assert restart_launch_problem({**shared, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None  # no restarts: nothing to reuse
+    assert restart_launch_problem({}) is None  # not under torchrun

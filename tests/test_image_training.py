@@ -107,6 +107,18 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, grad_accum):
     assert losses_full == losses_resumed
 
 
+def test_resume_auto_starts_fresh_in_an_empty_folder_continues_a_run_and_still_refuses_another_config(tmp_path):
+    data = blob_images(64)
+    fresh = Trainer(tiny_config(tmp_path / "run", **{"train.steps": 4}), resume="auto", data=data)
+    assert fresh.step == 0
+    fresh.run(progress=False)
+    again = Trainer(tiny_config(tmp_path / "run", **{"train.steps": 6}), resume="auto", data=data)  # the same command, rerun
+    assert again.step == 4
+    again.lock.release()  # built, not run: it holds the folder like a live run
+    with pytest.raises(CheckpointError, match="model.unet.base_channels = 8, this run has 16"):
+        Trainer(tiny_config(tmp_path / "run", **{"model.unet.base_channels": 16, "train.steps": 8}), resume="auto", data=data)
+
+
 def test_resume_refuses_another_architecture_and_fresh_run_refuses_old_dir(tmp_path):
     data = blob_images(64)
     train(tiny_config(tmp_path / "run", **{"train.steps": 4}), data=data, progress=False)

@@ -3,7 +3,9 @@
 Any config key can be overridden, e.g. `--train.steps 2000 --data.data_root ../shared/data`.
 Mixed precision and the number of processes come from accelerate (`accelerate launch
 --mixed_precision bf16 --num_processes 2 ...`, or `torchrun --nproc_per_node 2 ...`).
-SIGTERM or Ctrl-C write a checkpoint of the current step and stop; `--resume latest` continues.
+SIGTERM or Ctrl-C write a checkpoint of the current step and stop; `--resume latest` continues. `--resume auto`
+continues when the run folder holds a checkpoint and starts fresh when it holds none: the one command for
+`torchrun --max-restarts N` and for jobs a scheduler requeues (docs/devices.md).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from imgflow.config import add_override_arguments, load_config, overrides_from_a
 def main(argv: Sequence[str] | None = None) -> int:
     parser = ArgumentParser(prog="train_images.py", description=__doc__)
     parser.add_argument("--config", help="TOML run configuration (configs/*.toml); defaults if omitted")
-    parser.add_argument("--resume", help="'latest' (in run.output_dir), a run folder or a checkpoint file")
+    parser.add_argument("--resume", help="'latest' (in run.output_dir), a run folder or a checkpoint file, or 'auto': latest when "
+                        "run.output_dir holds a checkpoint, else a fresh start (for torchrun --max-restarts and requeued jobs)")
     add_runtime_arguments(parser, device=False)
     add_override_arguments(parser)
     args = parser.parse_args(argv)

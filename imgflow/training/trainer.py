@@ -38,6 +38,7 @@ from imgflow.checkpoint import (
 from imgflow.config import ConfigError, RunConfig
 from imgflow.core.progress import progress_bar
 from imgflow.data import ImageData
+from imgflow.devices import restart_launch_problem
 from imgflow.files import atomic_write_bytes
 from imgflow.nn import count_parameters
 from imgflow.objectives import MicroBatch, Preview
@@ -121,6 +122,9 @@ class Trainer:
         train = cfg.train
         self.run_dir = Path(cfg.run.output_dir)
         check_tracker_available(train.log_with)
+        problem = restart_launch_problem()
+        if problem and accelerator is None:
+            raise ConfigError(problem)
         log_with = ([train.log_with] if train.log_with != "none" else []) + list(trackers or [])
         # without a GPU, accelerate recognises a torchrun/accelerate multi-process launch only in CPU mode
         self.accelerator = accelerator or Accelerator(
