@@ -193,3 +193,44 @@ def test_a_restartable_launch_that_would_reuse_the_old_store_is_refused_with_the
     assert restart_launch_problem({**shared, "TORCHELASTIC_USE_AGENT_STORE": "False"}) is None  # the variable was set
     assert restart_launch_problem({**shared, "TORCHELASTIC_MAX_RESTARTS": "0"}) is None  # no restarts: nothing to reuse
     assert restart_launch_problem({}) is None  # not under torchrun
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_two_nodes(tmp_path, out, steps, resume=False):
+    """Two torchrun agents, one process each, meeting at a c10d rendezvous on localhost: two "nodes" on one machine."""
+    args = [str(REPO / "scripts/train_images.py"), "--config", str(REPO / "configs/smoke.toml"), "--data.data_root", str(tmp_path / "data"),
+            "--data.download", "false", "--model.unet.base_channels", "8", "--train.steps", str(steps), "--train.batch_size", "8",
+            "--train.log_every", "1", "--train.checkpoint_every", "3", "--train.sample_every", "0", "--run.output_dir",
+            str(tmp_path / out), "--no-progress", *(["--resume", "latest"] if resume else [])]
+    endpoint = f"127.0.0.1:{free_port()}"
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                                "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", out, "--node-rank", str(rank), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    outputs = [agent.communicate(timeout=300) for agent in agents]
+    for agent, (_, stderr) in zip(agents, outputs, strict=True):
+        assert agent.returncode == 0, stderr[-3000:]
+    return "".join(stdout for stdout, _ in outputs)
+
+
+def test_two_nodes_train_checkpoint_and_resume_like_one_process(tmp_path):
+    write_idx_mnist(tmp_path / "data", n_train=64)
+    first = launch_two_nodes(tmp_path, "nodes", steps=3)
+    assert "2 process(es) on 2 node(s)" in first and "global batch 8 = 2 x 1 x 4" in first and first.count("training unet") == 1
+    launch_two_nodes(tmp_path, "nodes", steps=6, resume=True)
+    launch(tmp_path, "one", nproc=1, steps=6)
+    one_loss = [m["loss"] for m in read_metrics(tmp_path / "one")]
+    nodes_loss = [m["loss"] for m in read_metrics(tmp_path / "nodes")]
+    assert len(nodes_loss) == 6 and nodes_loss == pytest.approx(one_loss, rel=1e-5)  # the DDP tolerance of the tests above
+    a, b = load_checkpoint(tmp_path / "one"), load_checkpoint(tmp_path / "nodes")
+    assert b.step == 6
+    for key in a.model:
+        assert torch.allclose(a.model[key], b.model[key], atol=1e-5), key
+    print("max |w(one) - w(two nodes)|:", max(float((a.model[k] - b.model[k]).abs().max()) for k in a.model),
+          "max loss rel diff:", max(abs(x - y) / abs(x) for x, y in zip(one_loss, nodes_loss, strict=True)))

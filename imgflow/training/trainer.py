@@ -13,6 +13,7 @@ are host facts checked every step; several processes agree on them at the same r
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -135,6 +136,8 @@ class Trainer:
         self.is_main = acc.is_main_process
         self.world = acc.num_processes
         self.rank = acc.process_index
+        # torchrun sets LOCAL_WORLD_SIZE (processes on this machine); devices come from the local rank (accelerate)
+        self.nodes = max(1, self.world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", self.world))))
         per_step = self.world * train.grad_accum
         if train.batch_size % per_step:
             raise ConfigError(
@@ -448,7 +451,7 @@ class Trainer:
             acc.print(
                 f"training {cfg.model.arch} ({count_parameters(self.model):,} parameters) on {self.spec.dataset} "
                 f"[{len(self.data)} {'latents' if self.codec is not None else 'images'} of {self.spec.shape}, {self.spec.num_classes} classes] | "
-                f"{self.world} process(es), "
+                f"{self.world} process(es) on {self.nodes} node(s), "
                 f"device {acc.device}, mixed precision {acc.mixed_precision} | global batch {train.batch_size} = "
                 f"{self.world} x {train.grad_accum} x {self.micro} | from step {self.step} to {train.steps}"
             )
