@@ -147,7 +147,8 @@ class TrainSection:
     init_from: str = ""  # start from this checkpoint's weights (file or run folder; a flow map from a velocity model); "" = from scratch
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
     batch_size: int = 128  # global batch per optimiser step (all processes x accumulation)
-    grad_accum: int = 1
+    grad_accum: int = 1  # micro-batches per process and step; or set micro_batch, which decides it for any process count
+    micro_batch: int = 0  # per-process rows of one forward pass; > 0 sets grad_accum = batch_size / (processes x micro_batch)
     lr: float = 2e-4
     warmup_steps: int = 500
     adam_beta1: float = 0.9

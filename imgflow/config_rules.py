@@ -147,6 +147,12 @@ def validate(cfg: Any) -> None:
     need(train.steps >= 1, f"train.steps must be >= 1, got {train.steps}")
     need(train.batch_size >= 1, f"train.batch_size must be >= 1, got {train.batch_size}")
     need(train.grad_accum >= 1, f"train.grad_accum must be >= 1, got {train.grad_accum}")
+    need(train.micro_batch >= 0, f"train.micro_batch must be >= 0 (0: batch_size / (processes x grad_accum)), got {train.micro_batch}")
+    need(train.micro_batch == 0 or train.grad_accum == 1,
+         f"train.micro_batch = {train.micro_batch} decides the accumulation, and train.grad_accum = {train.grad_accum} is set too; "
+         "keep one of them (micro_batch: the same global batches on any process count)")
+    need(train.micro_batch == 0 or train.batch_size % train.micro_batch == 0,
+         f"train.batch_size {train.batch_size} is not a multiple of train.micro_batch {train.micro_batch}; use a divisor of it")
     need(train.warmup_steps >= 0, f"train.warmup_steps must be >= 0, got {train.warmup_steps}")
     need(train.max_minutes >= 0, f"train.max_minutes must be >= 0 (0 = no limit), got {train.max_minutes}")
     need(0.0 <= train.ema_decay < 1.0, f"train.ema_decay must be in [0, 1) (0 = off), got {train.ema_decay}")

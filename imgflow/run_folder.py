@@ -72,6 +72,11 @@ def check_resume_compatible(ckpt: Checkpoint, cfg: RunConfig, spec: DataSpec | N
                     f"cannot resume from {ckpt.path}: it was trained with {section}.{key} = {old_keys.get(key)!r}, "
                     f"this run has {value!r}; use the same setting or start a new run.output_dir"
                 )
+    old_batch = old["train"].get("batch_size", cfg.train.batch_size)
+    if old_batch != cfg.train.batch_size:  # the batches are a function of (seed, step) over global rows of this size
+        raise CheckpointError(f"cannot resume from {ckpt.path}: its global batch was train.batch_size = {old_batch}, this run has "
+                              f"{cfg.train.batch_size}, so the same steps would draw other batches; resume with {old_batch} (any process "
+                              "count: set train.micro_batch for the per-process size) or start a new run.output_dir")
     if bool(old["data"].get("autoencoder")) != bool(cfg.data.autoencoder):
         raise CheckpointError(f"cannot resume from {ckpt.path}: it was trained on {'latents' if old['data'].get('autoencoder') else 'pixels'}, "
                               f"this run asks for {'latents' if cfg.data.autoencoder else 'pixels'}; use the run's own data.autoencoder "

@@ -307,3 +307,14 @@ def test_a_checkpoint_records_the_effective_ema_decay_at_its_step(tmp_path):
     from imgflow.training.ema import ema_decay_at
 
     assert ema_decay_at(0.999, 1999) == pytest.approx(0.99552, abs=5e-6)
+
+
+def test_micro_batch_sets_the_accumulation_and_a_resume_with_another_global_batch_is_refused(tmp_path):
+    data = blob_images(64)
+    trainer = Trainer(tiny_config(tmp_path / "run", **{"train.steps": 2, "train.micro_batch": 2}), data=data)
+    assert (trainer.grad_accum, trainer.micro) == (4, 2)  # batch 8 = 1 process x 4 x 2
+    trainer.run(progress=False)
+    with pytest.raises(CheckpointError, match="its global batch was train.batch_size = 8, this run has 16"):
+        Trainer(tiny_config(tmp_path / "run", **{"train.steps": 4, "train.batch_size": 16}), resume="latest", data=data)
+    with pytest.raises(ConfigError, match="train.micro_batch = 2 decides the accumulation, and train.grad_accum = 2 is set too"):
+        tiny_config(tmp_path / "other", **{"train.micro_batch": 2, "train.grad_accum": 2})

@@ -138,11 +138,18 @@ class Trainer:
         self.rank = acc.process_index
         # torchrun sets LOCAL_WORLD_SIZE (processes on this machine); devices come from the local rank (accelerate)
         self.nodes = max(1, self.world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", self.world))))
-        per_step = self.world * train.grad_accum
+        self.grad_accum = train.grad_accum
+        if train.micro_batch:  # the per-process batch is fixed, the accumulation follows the process count
+            per_pass = self.world * train.micro_batch
+            if train.batch_size % per_pass:
+                raise ConfigError(f"train.batch_size {train.batch_size} is not divisible by processes ({self.world}) x train.micro_batch "
+                                  f"({train.micro_batch}); use a multiple of {per_pass}, or another micro_batch")
+            self.grad_accum = train.batch_size // per_pass
+        per_step = self.world * self.grad_accum
         if train.batch_size % per_step:
             raise ConfigError(
                 f"train.batch_size {train.batch_size} is not divisible by processes ({self.world}) x train.grad_accum "
-                f"({train.grad_accum}); use a multiple of {per_step}"
+                f"({train.grad_accum}); use a multiple of {per_step}, or set train.micro_batch"
             )
         self.micro = train.batch_size // per_step
 
@@ -311,16 +318,16 @@ class Trainer:
         with record_function("step/draw_batch"):
             batch = self.global_batch(self.step)
         losses: list[tuple[Tensor, Tensor]] = []
-        for m in range(train.grad_accum):
+        for m in range(self.grad_accum):
             with record_function("step/draw_batch"):
                 micro = self.micro_batch(batch, m)
-            ctx = acc.no_sync(self.prepared) if m < train.grad_accum - 1 else nullcontext()
+            ctx = acc.no_sync(self.prepared) if m < self.grad_accum - 1 else nullcontext()
             with ctx:
                 with record_function("step/forward_loss"):
                     per_sample, logged, *parts = self.objective.per_sample_loss(self.training_model, micro)
                     loss = per_sample.mean()
                 with record_function("step/backward"):
-                    acc.backward(loss / train.grad_accum)
+                    acc.backward(loss / self.grad_accum)
             losses.append((logged, micro.times, parts[0] if parts else None))
         bad = ~torch.stack([torch.isfinite(v).all() for v, _, _ in losses]).all()
         if train.on_nonfinite == "skip" and self._any_process(bad):  # "skip" reads the device every step (documented)
@@ -453,7 +460,7 @@ class Trainer:
                 f"[{len(self.data)} {'latents' if self.codec is not None else 'images'} of {self.spec.shape}, {self.spec.num_classes} classes] | "
                 f"{self.world} process(es) on {self.nodes} node(s), "
                 f"device {acc.device}, mixed precision {acc.mixed_precision} | global batch {train.batch_size} = "
-                f"{self.world} x {train.grad_accum} x {self.micro} | from step {self.step} to {train.steps}"
+                f"{self.world} x {self.grad_accum} x {self.micro} | from step {self.step} to {train.steps}"
             )
         if acc.log_with:
             acc.init_trackers(cfg.run.name, config=flat_config(cfg.to_dict()),
