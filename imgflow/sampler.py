@@ -42,6 +42,7 @@ from imgflow.data import DataSpec, UnknownClassError, dataset_spec
 from imgflow.model_record import ModelRecord, build_network, record_from_config
 from imgflow.samples import Samples
 from imgflow.seeding import generator
+from imgflow.sharding import active_shards
 
 if TYPE_CHECKING:
     from imgflow.checkpoint import Checkpoint
@@ -328,11 +329,15 @@ class Sampler:
         kept_times = None
         nfe = 0
         t0 = time.perf_counter()
+        shards = active_shards()  # inside sharded_sampling(): this process draws its block of the indices
+        mine = shards.block(num) if shards is not None else range(num)
+        progress = progress and (shards is None or shards.rank == 0)  # one bar, not one per process
         try:
             from imgflow.core.progress import progress_bar
 
-            for start in progress_bar(range(0, num, batch_size), enabled=progress and num > batch_size, desc="batches", leave=False):
-                idx = range(start, min(start + batch_size, num))
+            for start in progress_bar(range(mine.start, mine.stop, batch_size), enabled=progress and len(mine) > batch_size,
+                                      desc="batches", leave=False):
+                idx = range(start, min(start + batch_size, mine.stop))
                 x = (per_sample_noise(seed, idx, self.latent_spec.shape, self.device) if noise is None
                      else noise[idx.start: idx.stop].to(self.device, torch.float32))
                 y = y_all[idx.start: idx.stop].to(self.device) if y_all is not None else None
@@ -358,8 +363,13 @@ class Sampler:
                 nfe = max(nfe, ode_solver.nfe)
         finally:
             self.model.train(was_training)
-        return Samples(torch.cat(out), y_all, nfe, time.perf_counter() - t0, settings, self.class_names,
-                       torch.cat(states) if states else None, kept_times)
+        images = torch.cat(out) if out else torch.empty((0, *self.image_shape))
+        kept = torch.cat(states) if states else (torch.empty((0, len(keep), *self.image_shape)) if keep is not None else None)
+        if shards is not None:
+            images, nfe = shards.gather(images), shards.agree_max(nfe)
+            kept = shards.gather(kept) if kept is not None else None
+            kept_times = named_time_grid(settings.time_grid, settings.steps)[keep] if keep is not None and kept_times is None else kept_times
+        return Samples(images, y_all, nfe, time.perf_counter() - t0, settings, self.class_names, kept, kept_times)
 
 
     def interpolate(self, num: int = 8, label: int | str | None = None, seeds: tuple[int, int] = (0, 1), **sample_kwargs) -> Samples:

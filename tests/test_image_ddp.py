@@ -256,3 +256,29 @@ def test_a_run_moves_between_process_counts_with_the_same_global_batches(tmp_pat
         assert torch.allclose(a.model[key], b.model[key], atol=1e-5), key
     print("max |w(straight) - w(moved)|:", max(float((a.model[k] - b.model[k]).abs().max()) for k in a.model),
           "max loss rel diff:", max(abs(x - y) / abs(x) for x, y in zip(straight, moved, strict=True)))
+
+
+def test_sampling_under_torchrun_draws_shards_and_gathers_one_processs_images(tmp_path):
+    """10 samples on 2 processes (5 each, batches of 3 so the blocks do not align with batches) equal one process's
+    to float rounding, with an SDE solver whose Brownian draws are seeded per sample index; one process writes."""
+    from safetensors.torch import load_file
+
+    from imgflow.cli import run
+    from imgflow.cli.sample import main as sample_main
+    from imgflow.sharding import Shards
+    from imgflow.training.trainer import train
+    from tests.image_helpers import blob_images, tiny_config
+
+    assert [list(Shards(r, 3).block(10)) for r in range(3)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
+    assert list(Shards(1, 4).block(2)) == [0]  # and some ranks may draw none
+    train(tiny_config(tmp_path / "run", **{"train.steps": 2}), data=blob_images(32), progress=False)
+    common = [str(tmp_path / "run"), "--num-images", "10", "--steps", "3", "--batch-size", "3", "--solver", "euler_maruyama", "--no-progress"]
+    assert run(sample_main, [*common, "--out", str(tmp_path / "one.png"), "--raw", str(tmp_path / "one.safetensors")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "scripts/sample_images.py"),
+           *common, "--out", str(tmp_path / "two.png"), "--raw", str(tmp_path / "two.safetensors")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote ") == 1 and "2 processes" in proc.stdout  # rank 0 alone writes and reports
+    one, two = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
+    assert torch.equal(one["labels"], two["labels"])
+    assert torch.allclose(one["images"], two["images"], atol=1e-5), float((one["images"] - two["images"]).abs().max())

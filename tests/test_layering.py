@@ -20,8 +20,8 @@ PACKAGES = ("imgflow", "toy")
 #: a module's layer). Inside one layer the order does not matter, and the no-cycles test keeps it acyclic.
 LAYER_ORDER: list[tuple[str, ...]] = [
     # helpers that import nothing of imgflow: errors, files, seeds, devices, the cache protocol, image grids, old config layouts
-    ("imgflow.errors", "imgflow.files", "imgflow.file_locks", "imgflow.seeding", "imgflow.devices", "imgflow.disk_cache", "imgflow.grids",
-     "imgflow.config_migrations"),
+    ("imgflow.errors", "imgflow.files", "imgflow.file_locks", "imgflow.sharding", "imgflow.seeding", "imgflow.devices",
+     "imgflow.disk_cache", "imgflow.grids", "imgflow.config_migrations"),
     # the shared math, with the generic registry and the core's own registries (solvers, schedules, time samplers, ...)
     ("imgflow.core",),
     # the registries of the layers above: leaf modules that hold an entry protocol and an empty registry

@@ -48,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog="evaluate.py", description=__doc__)
     p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
     p.add_argument("--classifier", required=True, help="classifier file from scripts/train_classifier.py")
-    p.add_argument("--num", type=int, default=500, help="samples per guidance scale (default 500)")
+    p.add_argument("--num", "--num-images", dest="num", type=int,
+                   default=500, help="samples per guidance scale (default 500); "
+                   "under torchrun write --num-images: torchrun takes --num for its own --numa-binding")
     p.add_argument("--solver", choices=CHOICES["sample.solver"], help="default: the run's sample.solver")
     p.add_argument("--steps", type=int, help="solver steps (default: the run's sample.num_steps)")
     p.add_argument("--time-grid", choices=CHOICES["sample.time_grid"], help="auto, uniform or late")
@@ -100,13 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     nll = NLLSettings(solver=args.bpd_solver, num_steps=args.bpd_steps, rtol=args.bpd_tol, atol=args.bpd_tol, grid_power=args.bpd_grid_power,
                       num_probes=args.bpd_probes, images=args.bpd_images, label=args.bpd_label)
-    report = evaluate_checkpoint(
-        args.checkpoint, args.classifier, num=args.num, guidance=parse_floats(args.guidance, "--guidance") if args.guidance else None,
-        solver=args.solver, steps=args.steps, time_grid=args.time_grid, seed=args.seed, **solver_options_from_args(args),
-        batch_size=args.batch_size, weights=args.weights, data_overrides=data, cache_dir=args.cache_dir, nll=nll,
-        baseline=not args.no_baseline, inception=args.inception, inception_weights=args.inception_weights, device=args.device,
-        log=None if args.quiet else say,
-    )
+    from imgflow.sharding import sharded_sampling
+
+    with sharded_sampling() as shards:  # under torchrun each process draws its share of the samples; rank 0 reports
+        main_process = shards.rank == 0
+        report = evaluate_checkpoint(
+            args.checkpoint, args.classifier, num=args.num, guidance=parse_floats(args.guidance, "--guidance") if args.guidance else None,
+            solver=args.solver, steps=args.steps, time_grid=args.time_grid, seed=args.seed, **solver_options_from_args(args),
+            batch_size=args.batch_size, weights=args.weights, data_overrides=data, cache_dir=args.cache_dir, nll=nll,
+            baseline=not args.no_baseline, inception=args.inception, inception_weights=args.inception_weights, device=args.device,
+            log=None if args.quiet or not main_process else say,
+        )
+    if not main_process:
+        return 0
     print("\n".join(report.lines()))
     if args.json:
         try:

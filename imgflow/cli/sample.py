@@ -32,7 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--time-grid", choices=CHOICES["sample.time_grid"], help="auto (the solver's), uniform or late (denser near the data)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale w (1 = plain conditional)")
     p.add_argument("--classes", help="comma-separated classes to cycle through, by index or name, e.g. 3 or 0,1,2 or Sneaker,Bag")
-    p.add_argument("--num", type=int, default=64, help="number of images (default 64)")
+    p.add_argument("--num", "--num-images", dest="num", type=int,
+                   default=64, help="number of images (default 64); "
+                   "under torchrun write --num-images: torchrun takes --num for its own --numa-binding")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row (default: one class per column)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
@@ -53,9 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
     if classes is not None and not classes:
         raise ConfigError(f"--classes must name at least one class, got {args.classes!r}")
-    samples = sampler.sample(args.num, labels=classes, guidance=args.guidance, solver=args.solver, steps=args.steps,
-                             time_grid=args.time_grid, seed=args.seed, batch_size=args.batch_size, **solver_options_from_args(args),
-                             progress=not args.no_progress)
+    from imgflow.sharding import sharded_sampling
+
+    with sharded_sampling() as shards:  # under torchrun each process draws its share of the indices; rank 0 writes
+        samples = sampler.sample(args.num, labels=classes, guidance=args.guidance, solver=args.solver, steps=args.steps,
+                                 time_grid=args.time_grid, seed=args.seed, batch_size=args.batch_size, **solver_options_from_args(args),
+                                 progress=not args.no_progress)
+    if shards.rank != 0:
+        return 0
     try:
         samples.save_grid(args.out, args.nrow)
         if args.raw:
@@ -65,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"cannot write {exc.filename or args.out}: {exc.strerror}; choose a writable --out/--raw path") from None
     s = samples.settings
     guidance = f", guidance {s.guidance:g}" if sampler.conditional else ""
+    processes = f", {shards.world} processes" if shards.world > 1 else ""
     print(f"wrote {args.out} ({args.num} images, step {sampler.step}, {args.weights} weights) | solver {s.solver}, "
-          f"{s.steps} steps, {s.time_grid} grid, NFE {samples.nfe}{guidance} | {samples.seconds:.1f} s")
+          f"{s.steps} steps, {s.time_grid} grid, NFE {samples.nfe}{guidance} | {samples.seconds:.1f} s{processes}")
     return 0

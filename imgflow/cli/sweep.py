@@ -24,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
     p.add_argument("--classifier", required=True, help="classifier file from scripts/train_classifier.py")
     p.add_argument("--out-dir", required=True, help="folder for nfe_sweep.md / .json / .png (created if missing)")
-    p.add_argument("--num", type=int, default=250, help="samples per setting (default 250)")
+    p.add_argument("--num", "--num-images", dest="num", type=int,
+                   default=250, help="samples per setting (default 250); "
+                   "under torchrun write --num-images: torchrun takes --num for its own --numa-binding")
     p.add_argument("--solvers", default=",".join(velocity_solvers), help=f"comma-separated subset of {','.join(SOLVERS)}")
     p.add_argument("--nfe", default="4,8,16,32", help="target NFE budgets of the fixed-step solvers (default 4,8,16,32)")
     p.add_argument("--tolerances", default="1e-2,1e-3,1e-4", help="rtol = atol values of the adaptive solver")
@@ -42,16 +44,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     apply_runtime_arguments(args)
 
-    from imgflow.evaluation.sweep import sweep_checkpoint, sweep_table
+    import tempfile
 
-    report = sweep_checkpoint(
-        args.checkpoint, args.classifier, args.out_dir, solvers=parse_names(args.solvers, "--solvers", list(SOLVERS)),
-        nfes=parse_ints(args.nfe, "--nfe"), tolerances=parse_floats(args.tolerances, "--tolerances"),
-        grids=parse_names(args.time_grids, "--time-grids", list(TIME_GRIDS)), num=args.num, seed=args.seed,
-        guidance=args.guidance, sde_epsilon=args.sde_epsilon, batch_size=args.batch_size, weights=args.weights,
-        data_overrides={"download": args.download, **({"data_root": args.data_root} if args.data_root else {})},
-        cache_dir=args.cache_dir, baseline=not args.no_baseline, device=args.device, log=say,
-    )
+    from imgflow.evaluation.sweep import sweep_checkpoint, sweep_table
+    from imgflow.sharding import sharded_sampling
+
+    with sharded_sampling() as shards, tempfile.TemporaryDirectory() as scratch:  # under torchrun: rank 0 writes and says
+        main_process = shards.rank == 0
+        report = sweep_checkpoint(
+            args.checkpoint, args.classifier, args.out_dir if main_process else scratch,
+            solvers=parse_names(args.solvers, "--solvers", list(SOLVERS)),
+            nfes=parse_ints(args.nfe, "--nfe"), tolerances=parse_floats(args.tolerances, "--tolerances"),
+            grids=parse_names(args.time_grids, "--time-grids", list(TIME_GRIDS)), num=args.num, seed=args.seed,
+            guidance=args.guidance, sde_epsilon=args.sde_epsilon, batch_size=args.batch_size, weights=args.weights,
+            data_overrides={"download": args.download, **({"data_root": args.data_root} if args.data_root else {})},
+            cache_dir=args.cache_dir, baseline=not args.no_baseline, device=args.device, log=say if main_process else None,
+        )
+    if not main_process:
+        return 0
     print(sweep_table(report.rows, report.fid_real_train_images, f"# NFE sweep: {report.title}"))
     print(f"wrote {args.out_dir}/nfe_sweep.md, nfe_sweep.json, nfe_sweep.png | {report.seconds:.0f} s")
     return 0
