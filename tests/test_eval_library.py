@@ -226,3 +226,24 @@ def test_autoencoder_and_latent_runs_are_scored_by_the_same_tools(setup, tmp_pat
     sweep = sweep_checkpoint(latent, setup["clf"], tmp_path / "sweep", solvers=["euler"], nfes=[1, 2], grids=["uniform"], num=20,
                              cache_dir=tmp_path / "ref")
     assert [r.nfe for r in sweep.rows] == [1, 2] and all(math.isfinite(r.fid) for r in sweep.rows)
+
+
+@pytest.mark.torchrun
+def test_evaluate_under_torchrun_shards_the_samples_and_reports_one_processs_numbers(setup, tmp_path, capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    common = [str(setup["run"]), "--classifier", str(setup["clf"]), "--num-images", "20", "--steps", "2", "--bpd-images", "0",
+              "--no-baseline", "--quiet"]
+    assert run(evaluate_main, [*common, "--json", str(tmp_path / "one.json"), "--cache-dir", str(tmp_path / "one")]) == 0
+    script = Path(__file__).resolve().parents[1] / "scripts" / "evaluate.py"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), *common,
+                           "--json", str(tmp_path / "two.json"), "--cache-dir", str(tmp_path / "two")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote ") == 1  # rank 0 reports
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text())["results"][0] for n in ("one", "two"))
+    assert two["num_samples"] == one["num_samples"] == 20
+    assert two["class_accuracy"] == one["class_accuracy"] and two["fid"] == pytest.approx(one["fid"], rel=1e-4)
+    assert len(list((tmp_path / "two").glob("*.stats.safetensors"))) == 1  # one cache of the reference statistics (built under its lock)
