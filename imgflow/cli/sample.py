@@ -50,14 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from imgflow.files import atomic_save_safetensors
     from imgflow.sampler import Sampler
+    from imgflow.sharding import sharded_sampling
 
-    sampler = Sampler.from_checkpoint(args.checkpoint, args.weights, args.device)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
     if classes is not None and not classes:
         raise ConfigError(f"--classes must name at least one class, got {args.classes!r}")
-    from imgflow.sharding import sharded_sampling
-
-    with sharded_sampling() as shards:  # under torchrun each process draws its share of the indices; rank 0 writes
+    # under torchrun each process draws its share of the indices on its local rank's device; rank 0 writes
+    with sharded_sampling() as shards:
+        sampler = Sampler.from_checkpoint(args.checkpoint, args.weights, args.device)
         samples = sampler.sample(args.num, labels=classes, guidance=args.guidance, solver=args.solver, steps=args.steps,
                                  time_grid=args.time_grid, seed=args.seed, batch_size=args.batch_size, **solver_options_from_args(args),
                                  progress=not args.no_progress)
