@@ -33,3 +33,18 @@ def test_notebook_runs_at_ci_size(notebook, tmp_path, monkeypatch):
         runpy.run_path(str(notebook), run_name="__main__")
     finally:
         plt.close("all")
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_lab_has_an_ipynb_twin_with_the_same_cells_and_no_outputs(notebook):
+    """Jupyter, VS Code and Colab open the .ipynb; the percent script is the source. Regenerate a twin with
+    `jupytext --to ipynb docs/notebooks/NAME.py` after editing the script."""
+    import jupytext
+
+    twin = notebook.with_suffix(".ipynb")
+    assert twin.is_file(), f"{twin.name} is missing: run jupytext --to ipynb {notebook.relative_to(notebook.parents[2])}"
+    script, ipynb = jupytext.read(notebook), jupytext.read(twin)
+    cells = [(c.cell_type, c.source) for c in script.cells]
+    assert [(c.cell_type, c.source) for c in ipynb.cells] == cells, (
+        f"{twin.name} is out of sync with {notebook.name}: run jupytext --to ipynb {notebook.relative_to(notebook.parents[2])}")
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in ipynb.cells if c.cell_type == "code")
