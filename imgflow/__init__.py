@@ -18,6 +18,20 @@ from typing import Any
 
 __version__ = "0.2.0"
 
+INSTALL = 'from a clone of the repository: pip install -e ".[dev]" (in Colab: !pip install -e /path/to/the/clone)'
+
+
+def require_version(minimum: str) -> str:
+    """This installation's version, or a one-line ImportError naming it, `minimum` and how to install a newer one (the
+    labs' first cell calls it)."""
+
+    def parts(version: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
+
+    if parts(__version__) < parts(minimum):
+        raise ImportError(f"this notebook needs imgflow >= {minimum}, and {__version__} is installed; update it {INSTALL}")
+    return __version__
+
 _EXPORTS = {
     "Sampler": "imgflow.sampler",
     "Samples": "imgflow.samples",

@@ -48,3 +48,16 @@ def test_every_lab_has_an_ipynb_twin_with_the_same_cells_and_no_outputs(notebook
     assert [(c.cell_type, c.source) for c in ipynb.cells] == cells, (
         f"{twin.name} is out of sync with {notebook.name}: run jupytext --to ipynb {notebook.relative_to(notebook.parents[2])}")
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in ipynb.cells if c.cell_type == "code")
+
+
+def test_the_labs_first_cell_checks_the_installed_version_and_says_how_to_install():
+    import imgflow
+
+    assert imgflow.require_version("0.2") == imgflow.__version__ and imgflow.require_version("0.1.9") == imgflow.__version__
+    with pytest.raises(ImportError, match=r"needs imgflow >= 99.0, and 0\.2\.\d+ is installed; update it from a clone"):
+        imgflow.require_version("99.0")
+    for notebook in NOTEBOOKS:  # the check is each lab's first code cell
+        import jupytext
+
+        first_code = next(c for c in jupytext.read(notebook).cells if c.cell_type == "code")
+        assert 'imgflow.require_version("0.2")' in first_code.source and 'pip install -e ".[dev]"' in first_code.source, notebook.name

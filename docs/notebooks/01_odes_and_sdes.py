@@ -15,7 +15,14 @@
 # notebook shows, for each, the few lines a student would write next to the library's version doing the same.
 #
 # Runs on a CPU in about a minute (`IMGFLOW_NOTEBOOK_SIZE=ci` makes it a few seconds, for the test suite).
-# Open it in Jupyter as a notebook with `pip install jupytext` (it is a "percent" script), or run it with `python`.
+# Open its `.ipynb` twin in Jupyter, VS Code or Colab, or run this percent script with `python`.
+
+# %%
+# Where imgflow is not installed (Colab, a fresh environment), install it first, from a clone of the repository:
+#   pip install -e ".[dev]"        (in Colab: !pip install -e /path/to/the/clone)
+import imgflow
+
+imgflow.require_version("0.2")
 
 # %%
 import os
@@ -148,7 +155,7 @@ assert distances[-1] < 0.1 * distances[0]
 # first: the test suite runs them all):
 
 # %%
-from toy.validation import run_validation  # noqa: E402
+from toy.validation import run_validation
 
 out_dir = os.path.join(os.environ.get("IMGFLOW_NOTEBOOK_OUT", "outputs/notebooks"), "lab1_checks")
 results = run_validation(quick=True, checks=[2] if SMALL else [2, 3, 4, 5], out_dir=out_dir, verbose=False)

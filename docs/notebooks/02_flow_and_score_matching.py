@@ -19,6 +19,13 @@
 # Full size: a few minutes on a CPU; `IMGFLOW_NOTEBOOK_SIZE=ci` runs it in seconds (less trained models).
 
 # %%
+# Where imgflow is not installed (Colab, a fresh environment), install it first, from a clone of the repository:
+#   pip install -e ".[dev]"        (in Colab: !pip install -e /path/to/the/clone)
+import imgflow
+
+imgflow.require_version("0.2")
+
+# %%
 import base64
 import os
 from pathlib import Path
@@ -226,7 +233,7 @@ show_gif(gif)
 # runs them too, so the notebook's own CI size leaves them out):
 
 # %%
-from toy.validation import run_validation  # noqa: E402
+from toy.validation import run_validation
 
 results = run_validation(quick=True, checks=[] if SMALL else [6, 7, 8, 9], out_dir=str(OUT / "lab2_checks"), verbose=False)
 for r in results:

@@ -20,6 +20,13 @@
 # Full size: about two minutes on a CPU; `IMGFLOW_NOTEBOOK_SIZE=ci` runs it in seconds.
 
 # %%
+# Where imgflow is not installed (Colab, a fresh environment), install it first, from a clone of the repository:
+#   pip install -e ".[dev]"        (in Colab: !pip install -e /path/to/the/clone)
+import imgflow
+
+imgflow.require_version("0.2")
+
+# %%
 import os
 
 import torch

@@ -22,6 +22,13 @@
 # CI size: a few seconds with tiny networks.
 
 # %%
+# Where imgflow is not installed (Colab, a fresh environment), install it first, from a clone of the repository:
+#   pip install -e ".[dev]"        (in Colab: !pip install -e /path/to/the/clone)
+import imgflow
+
+imgflow.require_version("0.2")
+
+# %%
 import io
 import os
 from pathlib import Path

@@ -22,6 +22,13 @@
 # `IMGFLOW_NOTEBOOK_DATA` (torchvision's layout, default `data`), else digits drawn by the shipped model.
 
 # %%
+# Where imgflow is not installed (Colab, a fresh environment), install it first, from a clone of the repository:
+#   pip install -e ".[dev]"        (in Colab: !pip install -e /path/to/the/clone)
+import imgflow
+
+imgflow.require_version("0.2")
+
+# %%
 import os
 from pathlib import Path
 
@@ -174,7 +181,7 @@ for steps in (1, 2):
 # half as far from it, at 1 and at 2 steps (the test suite runs both; the CI size here leaves them out):
 
 # %%
-from toy.validation import run_validation  # noqa: E402
+from toy.validation import run_validation
 
 out_dir = os.path.join(os.environ.get("IMGFLOW_NOTEBOOK_OUT", "outputs/notebooks"), "meanflow_checks")
 results = run_validation(quick=True, checks=[] if SMALL else [11, 12], out_dir=out_dir, verbose=False)

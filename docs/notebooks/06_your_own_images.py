@@ -21,6 +21,13 @@
 # for a few steps.
 
 # %%
+# Where imgflow is not installed (Colab, a fresh environment), install it first, from a clone of the repository:
+#   pip install -e ".[dev]"        (in Colab: !pip install -e /path/to/the/clone)
+import imgflow
+
+imgflow.require_version("0.2")
+
+# %%
 import os
 from pathlib import Path
 
