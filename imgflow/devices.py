@@ -55,17 +55,13 @@ def to_device(x: Tensor, device: torch.device | str) -> Tensor:
     return x.to(device=device, dtype=float_dtype(device, x.dtype)) if x.is_floating_point() else x.to(device)
 
 
-__all__ = ["default_device", "float_dtype", "has_float64", "mps_available", "resolve_device", "to_device"]
-
-
 def restart_launch_problem(environ: dict[str, str] | None = None) -> str | None:
     """Why a torchrun launch with restarts would fail at its first restart, or None.
 
     torchrun shares its rendezvous TCP store with the workers' process group (TORCHELASTIC_USE_AGENT_STORE); after a
     restart the new workers can then read the previous attempt's addresses and fail or hang in init_process_group
     (pytorch/pytorch#135712; with torch 2.14 and gloo on one machine, 3 of 5 restarts failed or hung, none of 3 with
-    the variable set). Setting
-    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun gives each attempt a store of its own.
+    the variable set). Setting TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun gives each attempt a store of its own.
     """
     env = os.environ if environ is None else environ
     try:
@@ -77,3 +73,8 @@ def restart_launch_problem(environ: dict[str, str] | None = None) -> str | None:
                 "connect to the previous attempt's addresses and fail or hang (pytorch#135712); launch it as "
                 "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 torchrun ... (docs/devices.md)")
     return None
+
+
+__all__ = ["default_device", "float_dtype", "has_float64", "mps_available", "resolve_device", "restart_launch_problem",
+           "to_device"]
+

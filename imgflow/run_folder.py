@@ -130,12 +130,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         fh = open(self.path, "a+")  # noqa: SIM115 - the lock lives as long as the run
-        try:
-            held = take_lock(fh, wait=False)
-        except BaseException:
-            fh.close()
-            raise
-        if not held:
+        if not take_lock(fh, wait=False):
             fh.close()
             raise RunFolderBusy(_busy_message(self.path))
         self._fh = fh

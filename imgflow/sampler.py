@@ -365,10 +365,10 @@ class Sampler:
             self.model.train(was_training)
         images = torch.cat(out) if out else torch.empty((0, *self.image_shape))
         kept = torch.cat(states) if states else (torch.empty((0, len(keep), *self.image_shape)) if keep is not None else None)
-        if shards is not None:
-            images, nfe = shards.gather(images), shards.agree_max(nfe)
+        if shards is not None:  # a process whose block was empty takes the others' NFE and kept times
+            images, nfe = shards.gather(images), max(shards.collect(nfe))
             kept = shards.gather(kept) if kept is not None else None
-            kept_times = named_time_grid(settings.time_grid, settings.steps)[keep] if keep is not None and kept_times is None else kept_times
+            kept_times = next((t for t in shards.collect(kept_times) if t is not None), None)
         return Samples(images, y_all, nfe, time.perf_counter() - t0, settings, self.class_names, kept, kept_times)
 
 

@@ -18,6 +18,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,25 +35,19 @@ class Shards:
         """The contiguous indices of `num` samples this process draws (the blocks of all ranks tile range(num) in order)."""
         return range(num * self.rank // self.world, num * (self.rank + 1) // self.world)
 
+    def collect(self, value: Any) -> list[Any]:
+        """`value` of every process, in rank order (any picklable object; tensors travel on the CPU)."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        values: list[Any] = [None] * self.world
+        dist.all_gather_object(values, value.cpu() if isinstance(value, Tensor) else value)
+        return values
+
     def gather(self, part: Tensor) -> Tensor:
         """Every process's block, concatenated in rank order (CPU); `part` is this process's (possibly empty) block."""
-        if self.world == 1:
-            return part
-        import torch.distributed as dist
-
-        parts: list[Tensor | None] = [None] * self.world
-        dist.all_gather_object(parts, part.cpu())
-        return torch.cat([p for p in parts if p is not None])
-
-    def agree_max(self, value: int) -> int:
-        """The largest `value` over the processes (an adaptive solver's NFE differs between blocks)."""
-        if self.world == 1:
-            return value
-        import torch.distributed as dist
-
-        values: list[int | None] = [None] * self.world
-        dist.all_gather_object(values, int(value))
-        return max(v for v in values if v is not None)
+        return torch.cat(self.collect(part)) if self.world > 1 else part
 
 
 _ACTIVE: Shards | None = None
