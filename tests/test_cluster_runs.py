@@ -12,7 +12,7 @@ import torch
 from imgflow.checkpoint import load_checkpoint
 from imgflow.training.metrics_log import read_metrics
 from tests.image_helpers import blob_images, tiny_config, write_idx_mnist
-from tests.test_image_ddp import launch
+from tests.test_image_ddp import launch, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,10 +74,7 @@ def free_port() -> int:
 
 def launch_two_nodes(tmp_path, out, steps, resume=False):
     """Two torchrun agents, one process each, meeting at a c10d rendezvous on localhost: two "nodes" on one machine."""
-    args = [str(REPO / "scripts/train_images.py"), "--config", str(REPO / "configs/smoke.toml"), "--data.data_root", str(tmp_path / "data"),
-            "--data.download", "false", "--model.unet.base_channels", "8", "--train.steps", str(steps), "--train.batch_size", "8",
-            "--train.log_every", "1", "--train.checkpoint_every", "3", "--train.sample_every", "0", "--run.output_dir",
-            str(tmp_path / out), "--no-progress", *(["--resume", "latest"] if resume else [])]
+    args = train_command(tmp_path, out, steps, resume, extra=["--train.sample_every", "0"])
     endpoint = f"127.0.0.1:{free_port()}"
     agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
                                 "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", out, "--node-rank", str(rank), *args],

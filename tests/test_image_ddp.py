@@ -20,7 +20,8 @@ pytestmark = [
 ]
 
 
-def launch(tmp_path, out, nproc, steps, resume=False, extra=()):
+def train_command(tmp_path, out, steps, resume=False, extra=()):
+    """scripts/train_images.py and its arguments: the smoke config on the IDX files in tmp_path/data, into tmp_path/out."""
     args = [
         str(REPO / "scripts/train_images.py"), "--config", str(REPO / "configs/smoke.toml"),
         "--data.data_root", str(tmp_path / "data"), "--data.download", "false",
@@ -28,9 +29,11 @@ def launch(tmp_path, out, nproc, steps, resume=False, extra=()):
         "--train.log_every", "1", "--train.checkpoint_every", "3", "--train.sample_every", "6",
         "--sample.num_images", "4", "--sample.num_steps", "2", "--run.output_dir", str(tmp_path / out), "--no-progress",
     ]
-    args += list(extra)
-    if resume:
-        args += ["--resume", "latest"]
+    return [*args, *extra, *(["--resume", "latest"] if resume else [])]
+
+
+def launch(tmp_path, out, nproc, steps, resume=False, extra=()):
+    args = train_command(tmp_path, out, steps, resume, extra)
     if nproc == 1:  # the one-process reference runs in this process: one interpreter start fewer
         from imgflow.cli import run
         from imgflow.cli.train import main as train_main
