@@ -26,16 +26,14 @@ from torch import Tensor
 
 from imgflow.config import ConfigError, RunConfig
 from imgflow.data import DataSpec, dataset_spec
+from imgflow.errors import CheckpointError
 from imgflow.files import atomic_save_safetensors, atomic_write_bytes
+from imgflow.model_folder import CONFIG_FILE, FolderContents, meant_as_model_folder, read_model_folder
 from imgflow.model_record import ModelRecord, record_from_config
 
 FORMAT = "imgflow-checkpoint-1"
 LATEST = "latest"
 _NAME = re.compile(r"^ckpt-(\d{8,})\.safetensors$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or does not fit the model."""
 
 
 class CheckpointWriteError(CheckpointError):
@@ -202,10 +200,13 @@ def resolve_checkpoint(where: str | Path, run_dir: Path | None = None) -> Path:
         if not run_dir.is_dir():
             raise CheckpointError(f"no checkpoint to resume: the run folder {run_dir} does not exist; start without --resume or set run.output_dir")
         spec_path = run_dir
+    if spec_path.is_dir() and not (spec_path / LATEST).exists() and meant_as_model_folder(spec_path):
+        return spec_path
     if spec_path.is_dir():
         pointer = spec_path / LATEST
         if not pointer.is_file():
-            raise CheckpointError(f"no checkpoint to resume in {spec_path} (no '{LATEST}' file); start without --resume or pass a checkpoint file")
+            raise CheckpointError(f"no checkpoint in {spec_path} (no '{LATEST}' file, and not a model folder: no {CONFIG_FILE} of an "
+                                  "imgflow model); start without --resume, or pass a checkpoint file or a model folder")
         target = spec_path / pointer.read_text().strip()
         if not target.is_file():
             raise CheckpointError(f"{pointer} points at {target.name}, which does not exist; pass an existing ckpt-*.safetensors file")
@@ -224,6 +225,8 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
     read_tensors=False reads only the metadata (record, config, spec, step): the weight dicts stay empty.
     """
     path = resolve_checkpoint(where, run_dir)
+    if path.is_dir():
+        return _from_folder(read_model_folder(path, read_tensors))
     try:
         tensors = load_file(str(path), device=str(device)) if read_tensors else {}
         from safetensors import safe_open
@@ -264,6 +267,16 @@ def load_checkpoint(where: str | Path, run_dir: Path | None = None, device: str 
                       spec, scaler, record, metadata["config"], groups["autoencoder"], extra_ema)
 
 
+def _from_folder(contents: FolderContents) -> Checkpoint:
+    """A model folder as a checkpoint holding its weights alone (as EMA weights, like a shipped file)."""
+    try:
+        config = RunConfig.from_json(contents.config_json, source=f"{contents.folder.name}/config.json training_config", lenient=True)
+    except (json.JSONDecodeError, ConfigError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{contents.folder}/config.json has no readable training_config ({exc}); write the folder again") from None
+    return Checkpoint(contents.folder, config, contents.step, {}, contents.weights, spec=contents.spec, record=contents.record,
+                      config_json=contents.config_json, autoencoder=contents.codec_weights, extra={"model_folder": "1"})
+
+
 def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path: Path | str) -> None:
     """load_state_dict(strict) with a one-line error naming what does not match.
 
@@ -285,6 +298,9 @@ def load_weights_into(module: torch.nn.Module, weights: dict[str, Tensor], path:
         if mismatched:
             k = mismatched[0]
             detail.append(f"{len(mismatched)} of another shape (e.g. {k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)})")
+        if Path(path).is_dir():  # a model folder: its weights against its own config.json
+            raise CheckpointError(f"{Path(path) / 'model.safetensors'} does not fit the model {Path(path) / CONFIG_FILE} describes "
+                                  f"({'; '.join(detail)}); a hand-edited config.json? write the folder again with save_pretrained")
         raise CheckpointError(
             f"checkpoint {path} does not match the model ({'; '.join(detail)}); build the model from the checkpoint's own config "
             "or use the config it was trained with"

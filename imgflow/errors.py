@@ -7,4 +7,8 @@ class ConfigError(ValueError):
     """A configuration problem, with a message that names the key and the fix."""
 
 
-__all__ = ["ConfigError"]
+class CheckpointError(ValueError):
+    """A checkpoint or model folder that is missing, unreadable or does not fit the model."""
+
+
+__all__ = ["CheckpointError", "ConfigError"]

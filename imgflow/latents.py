@@ -35,6 +35,7 @@ from imgflow.checkpoint import Checkpoint, CheckpointError, load_checkpoint, loa
 from imgflow.config import ConfigError
 from imgflow.data import DataSpec, ImageData, data_identity, load_dataset
 from imgflow.data.folder import RESIDENT_BYTES
+from imgflow.digests import weights_digest
 from imgflow.disk_cache import CacheFormat, cache_root, cached
 from imgflow.model_record import ModelRecord, build_network
 from imgflow.nn.backbones import backbone
@@ -47,16 +48,6 @@ ENCODE_BATCH = 256
 def default_latent_cache_dir() -> Path:
     """<the imgflow cache (imgflow.disk_cache.cache_root)>/latents, beside the folder cache."""
     return cache_root() / "latents"
-
-
-def weights_digest(weights: dict[str, Tensor]) -> str:
-    """A digest of a state dict's names, shapes, dtypes and bytes: equal exactly when the weights are."""
-    h = hashlib.blake2b(digest_size=16)
-    for name in sorted(weights):
-        t = weights[name].detach().cpu().contiguous()
-        h.update(f"{name}\0{tuple(t.shape)}\0{t.dtype}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 @dataclass
@@ -72,6 +63,11 @@ class LatentCodec:
     digest: str
     shift: float = 0.0
     scale: float = 1.0
+
+    @property
+    def kind(self) -> str:
+        """Whose autoencoder it is: "imgflow" (its weights travel with a latent model)."""
+        return "imgflow"
 
     @property
     def image_spec(self) -> DataSpec:

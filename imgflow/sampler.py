@@ -15,6 +15,7 @@ script, evaluation and the sweeps all draw through this class; what it returns i
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ from imgflow.sharding import active_shards
 if TYPE_CHECKING:
     from imgflow.checkpoint import Checkpoint
     from imgflow.latents import LatentCodec
+    from imgflow.model_card import CardScore
 
 #: what `labels=` accepts: None (balanced over the classes), one class, a list cycled to `num`, or (num,) labels
 Labels = int | str | Sequence[int | str] | Tensor | None
@@ -116,8 +118,10 @@ class Sampler:
     """
 
     def __init__(self, model: nn.Module, record: ModelRecord | RunConfig, spec: DataSpec | None = None,
-                 device: torch.device | str | None = None, step: int | None = None, codec: LatentCodec | None = None) -> None:
+                 device: torch.device | str | None = None, step: int | None = None, codec: LatentCodec | None = None,
+                 training_config: str = "", weights: str = "ema") -> None:
         if isinstance(record, RunConfig):
+            training_config = training_config or record.to_json()
             if record.data.autoencoder and codec is None:
                 raise ConfigError("a model of latents needs its autoencoder to decode: use Sampler.from_checkpoint, or pass codec=")
             spec = spec or dataset_spec(record.data)
@@ -142,22 +146,62 @@ class Sampler:
         self.step = step
         self.path = GaussianPath(schedule_from_name(record.schedule))
         self.conditional = record.conditional
+        self.training_config = training_config  # the run config as JSON ("" when unknown), for save_pretrained
+        self.weights_name = weights
 
     @classmethod
     def from_checkpoint(cls, where: str | Path, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
-        """Rebuild the model a checkpoint (file or run folder) describes, with its EMA ('raw': the trained weights;
-        'ema@0.99': an extra EMA the run kept, train.extra_ema_decays)."""
+        """Rebuild the model a checkpoint (file or run folder), a model folder, a shipped name or a Hub repo id (see
+        from_pretrained) describes, with its EMA ('raw': the trained weights; 'ema@0.99': an extra EMA the run kept,
+        train.extra_ema_decays)."""
         from imgflow.checkpoint import load_checkpoint
+        from imgflow.hub import model_location
 
-        return cls.from_loaded(load_checkpoint(where), weights, device)
+        return cls.from_loaded(load_checkpoint(model_location(where, key="checkpoint")), weights, device)
 
     @classmethod
-    def from_pretrained(cls, name: str = "mnist", device: torch.device | str | None = None) -> Sampler:
-        """A model shipped inside the package (`imgflow.pretrained.PRETRAINED`): "mnist" (flow matching, Euler 20 steps at
-        guidance 1.5 by default) or "mnist-meanflow" (one step). No training and no download."""
-        from imgflow.pretrained import pretrained_path
+    def from_pretrained(cls, name_or_path: str | Path = "mnist", device: torch.device | str | None = None, *,
+                        revision: str | None = None, weights: str = "ema") -> Sampler:
+        """A model by name: one shipped inside the package (`imgflow.pretrained.PRETRAINED`: "mnist", "mnist-meanflow",
+        "mnist-distill"; no download), a local model folder (`save_pretrained`), run folder or checkpoint file, or a
+        Hugging Face Hub repo id ("owner/name", fetched into the Hub cache; HF_HUB_OFFLINE=1 reads the cache only).
+        revision: the Hub branch, tag or commit."""
+        from imgflow.checkpoint import load_checkpoint
+        from imgflow.hub import model_location
 
-        return cls.from_checkpoint(pretrained_path(name, kind="sampler"), device=device)
+        return cls.from_loaded(load_checkpoint(model_location(name_or_path, revision)), weights, device)
+
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype | None = None, name: str = "", description: str = "",
+                        scores: Sequence[CardScore] = (), license: str | None = None, tags: Sequence[str] = (),
+                        config_name: str = "", commands: Sequence[str] = (), overwrite: bool = False) -> Path:
+        """Write this model as a Hub-style folder (imgflow.model_folder: config.json, model.safetensors, README.md, and
+        codec.safetensors for a latent model of imgflow's autoencoder) that `from_pretrained(folder)` loads back.
+
+        dtype: of the weights on disk (None: as they are; torch.float16 halves the folder, and samples then differ from
+        the float32 model's by the rounding); scores: measured numbers for the model card (imgflow.model_card.CardScore);
+        license: the card's license field (left out when None); name: the card's title (default: the folder's name).
+        Machine paths in the training config (data root, output folder, warm start) are replaced by defaults.
+        """
+        from imgflow.digests import weights_digest
+        from imgflow.model_card import model_card
+        from imgflow.model_folder import write_model_folder
+        from imgflow.pretrained import portable_config
+
+        folder = Path(folder)
+        config_json = portable_config(self.training_config) if self.training_config else ""
+        codec_weights = None
+        if self.codec is not None and self.codec.kind == "imgflow":
+            codec_weights = {k: v.detach().cpu() for k, v in self.codec.autoencoder.state_dict().items()}
+            if weights_digest(codec_weights) != self.codec.digest:
+                raise ConfigError("this sampler's autoencoder is not the one its record names (its weights changed since it was "
+                                  "loaded); reload the sampler before saving it")
+        objective = json.loads(config_json).get("flow", {}).get("objective", "") if config_json else ""
+        card = model_card(name or folder.name, self.record, step=self.step or 0, objective=objective, config_name=config_name,
+                          description=description, scores=scores, license=license, tags=tags, commands=commands,
+                          weights={"ema": "EMA", "raw": "raw (not averaged)"}.get(self.weights_name, self.weights_name))
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return write_model_folder(folder, record=self.record, weights=state, config_json=config_json, step=self.step or 0,
+                                  card=card, codec_weights=codec_weights, dtype=dtype, source=self.weights_name, overwrite=overwrite)
 
     @classmethod
     def from_loaded(cls, ckpt: Checkpoint, weights: str = "ema", device: torch.device | str | None = None) -> Sampler:
@@ -179,7 +223,8 @@ class Sampler:
         load_weights_into(model, ckpt.weights(weights), ckpt.path)
         from imgflow.devices import resolve_device
 
-        return cls(model.eval(), ckpt.record, device=resolve_device(device), step=ckpt.step, codec=codec)
+        return cls(model.eval(), ckpt.record, device=resolve_device(device), step=ckpt.step, codec=codec,
+                   training_config=ckpt.config_json, weights=weights)
 
     # --- what it can do -----------------------------------------------------------------------
     @property

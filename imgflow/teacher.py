@@ -29,22 +29,15 @@ from imgflow.core import SOLVERS, ClassifierFreeGuidance, LearnedVectorFieldODE,
 from imgflow.core.progress import progress_bar
 from imgflow.core.time_grids import named_time_grid
 from imgflow.disk_cache import CacheFormat, cache_root, cached
+from imgflow.hub import model_location
 from imgflow.latents import weights_digest
 from imgflow.model_record import ModelRecord, build_network
 from imgflow.objectives.base import EndpointPairs, TeacherNetwork
-from imgflow.pretrained import PRETRAINED, pretrained_path
 
 
 def teacher_source(reference: str, key: str = "teacher") -> Path:
-    """The checkpoint file or run folder `reference` names (a path, or a shipped sampler's name)."""
-    if reference in PRETRAINED and not Path(reference).exists():
-        return pretrained_path(reference, kind="sampler")
-    path = Path(reference).expanduser()
-    if not path.exists():
-        shipped = ", ".join(n for n, m in PRETRAINED.items() if m.kind == "sampler")
-        raise ConfigError(f"{key} = {reference!r} is neither a checkpoint file or run folder nor a shipped model ({shipped}); "
-                          "name the flow-matching model to distil")
-    return path
+    """The checkpoint file, run folder or model folder `reference` names (a path, a shipped sampler's name or a Hub repo id)."""
+    return model_location(reference, key=f"{key} =")
 
 
 def _mismatch(teacher: ModelRecord, student: ModelRecord) -> str | None:

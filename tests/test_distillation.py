@@ -186,7 +186,8 @@ def test_bad_teachers_are_refused_before_anything_is_written(tmp_path):
         assert not out.exists()
 
     refused("teacher is not set", **{"flow.mean_flow_distillation.teacher": ""})
-    refused("is neither a checkpoint file or run folder nor a shipped model", **{"flow.mean_flow_distillation.teacher": str(tmp_path / "no")})
+    refused("= '.*' does not exist: name a run folder, a checkpoint file, a model folder, a shipped model",
+            **{"flow.mean_flow_distillation.teacher": str(tmp_path / "no")})
     refused(r"its model differs from this run's in model.unet.time_scale 50.0 vs 1000.0.*init_from_teacher = false",
             **{"model.unet.time_scale": 1000.0})
     refused("train.init_from and flow.mean_flow_distillation.init_from_teacher = true both choose",

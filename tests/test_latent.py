@@ -207,3 +207,17 @@ def test_two_encodings_of_one_new_latent_cache_build_it_once(autoencoder_run, tm
     assert [m for m in said_a + said_b if m.startswith("encoding")] == [said_a[0]]  # the second waited, then read it
     assert any(m.startswith("waiting for process") for m in said_b)
     assert first.info["latent_cache"] == second.info["latent_cache"] and torch.equal(first.images, second.images)
+
+
+def test_a_latent_model_folder_carries_its_autoencoder_and_samples_the_same_images(autoencoder_run, tmp_path):
+    ae_dir, data = autoencoder_run
+    train(latent_config(tmp_path / "run", ae_dir, **{"train.steps": 2, "train.checkpoint_every": 2}), data=data, progress=False)
+    sampler = Sampler.from_checkpoint(tmp_path / "run", device="cpu")
+    folder = sampler.save_pretrained(tmp_path / "latent-model")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "codec.safetensors", "config.json", "model.safetensors"]
+    loaded = Sampler.from_pretrained(folder)  # decodes with the codec inside the folder (without it, below, it cannot)
+    assert loaded.image_shape == (1, 8, 8) and loaded.codec.digest == sampler.codec.digest
+    assert torch.equal(loaded.sample(4, steps=2, seed=1).images, sampler.sample(4, steps=2, seed=1).images)
+    (folder / "codec.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="codec.safetensors is missing"):
+        Sampler.from_pretrained(folder)

@@ -19,9 +19,10 @@ PACKAGES = ("imgflow", "toy")
 #: the layers, bottom first: a module may import modules of its own layer or below (the longest matching prefix names
 #: a module's layer). Inside one layer the order does not matter, and the no-cycles test keeps it acyclic.
 LAYER_ORDER: list[tuple[str, ...]] = [
-    # helpers that import nothing of imgflow: errors, files, seeds, devices, the cache protocol, image grids, old config layouts
+    # helpers that import nothing of imgflow: errors, files, seeds, devices, the cache protocol, image grids, old config layouts,
+    # the shipped config files (recipes: errors only), digests of weights
     ("imgflow.errors", "imgflow.files", "imgflow.file_locks", "imgflow.sharding", "imgflow.seeding", "imgflow.devices",
-     "imgflow.disk_cache", "imgflow.grids", "imgflow.config_migrations"),
+     "imgflow.disk_cache", "imgflow.grids", "imgflow.config_migrations", "imgflow.recipes", "imgflow.digests"),
     # the shared math, with the generic registry and the core's own registries (solvers, schedules, time samplers, ...)
     ("imgflow.core",),
     # the registries of the layers above: leaf modules that hold an entry protocol and an empty registry
@@ -42,14 +43,20 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     ("imgflow.config",),
     # what a checkpoint says about its model, then the checkpoint file itself
     ("imgflow.model_record",),
+    # a model folder (config.json, weights, card) and its card, read and written below the checkpoint that loads one
+    ("imgflow.model_folder", "imgflow.model_card"),
     ("imgflow.checkpoint",),
     # what reads checkpoints: latent codecs and caches, shipped models, run folders; GIFs of image trajectories
     ("imgflow.latents", "imgflow.pretrained", "imgflow.run_folder", "imgflow.animation"),
+    # where a named model lives: a shipped name, a path or a Hub repo id
+    ("imgflow.hub",),
     # the teacher a distilling objective names (a checkpoint or a shipped model), loaded and checked against the student
     ("imgflow.teacher",),
     # a run resolved once from its config (data spec, codec, model record, network, objective); what a sampler returns
     ("imgflow.resolved_run", "imgflow.samples"),
     ("imgflow.sampler",),
+    # a sampler written out as a model folder to ship or share
+    ("imgflow.export",),
     # training: its parts, then the loop that assembles them
     ("imgflow.training",),
     ("imgflow.training.trainer",),

@@ -117,6 +117,34 @@ class EvalReport:
         return out
 
 
+def scores_from_report(report: dict[str, Any], command: str = "") -> list:
+    """The model-card rows (imgflow.model_card.CardScore) of an `EvalReport.to_dict()` (what evaluate.py --json writes):
+    FID(clf) and class accuracy (in %) at each guidance scale, with the judge and the reference split it was measured on,
+    and the command that measures it (default: evaluate.py with the report's settings)."""
+    from imgflow.model_card import CardScore
+
+    try:
+        sampler = report["sampler"]
+        classifier, reference = report["classifier"], report["reference"]
+        floor = report.get("fid_real_train_images")
+        judge = (f"{report['num_samples']} samples (seed {report['seed']}) judged by the classifier {Path(str(classifier['path'])).name} "
+                 f"(test accuracy {float(classifier['test_accuracy']):.4f}) against {reference['num_images']} {reference['split']} images"
+                 + (f"; real training images score {floor:.3f} at this sample size" if floor is not None else ""))
+        rows = []
+        base = (f"python scripts/evaluate.py {report['checkpoint']} --classifier {classifier['path']} --num {report['num_samples']} "
+                f"--seed {report['seed']} --solver {sampler['solver']} --steps {sampler['steps']}")
+        for r in report["results"]:
+            steps = f"{sampler['solver']} {sampler['steps']} step{'s' if sampler['steps'] != 1 else ''}"
+            name = steps + (f", guidance {r['guidance']:g}" if r["guidance"] is not None else "")
+            measured = command or base + (f" --guidance {r['guidance']:g}" if r["guidance"] is not None else "")
+            rows.append(CardScore("fid_clf", round(float(r["fid"]), 3), name, judge, reference["split"], measured))
+            if r.get("class_accuracy") is not None:
+                rows.append(CardScore("class_accuracy", round(100 * float(r["class_accuracy"]), 2), name, judge, reference["split"], measured))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"this is not a report written by evaluate.py --json (missing or odd {exc}); pass the JSON file it wrote") from None
+    return rows
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     classifier: str | Path,

@@ -10,7 +10,7 @@ Each file is an ordinary imgflow checkpoint holding only the EMA weights in floa
 (the exact commands, so anyone can reproduce it), what it scored and on which split its training length was
 chosen; docs/faq.md's table is `scores_table()` (a test keeps the two equal). The project's MNIST classifier
 (`scripts/train_classifier.py`, float16) ships too, as "mnist-classifier", for class accuracy and FID(clf)
-of samples without training one. `export_pretrained` writes such a file from a run.
+of samples without training one. `imgflow.export.export_pretrained` writes such a folder from a run.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class PretrainedModel:
     description: str
     commands: tuple[str, ...]  # how it was trained and exported, in order
     trained: str = ""
+    config: str = ""  # the training config's file
     scores: tuple[Score, ...] = ()
     chosen_on: str = ""
 
@@ -68,7 +69,7 @@ _DATA = "--data.data_root DATA"
 #: the shipped files by name
 PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
     PretrainedModel(
-        "mnist", "mnist.safetensors", "sampler",
+        "mnist", "mnist", "sampler",
         "class-conditional MNIST flow matching: the U-Net of configs/mnist.toml (time as sinusoids of 50 t) after 4,723 steps, "
         "60 minutes on one thread of a 2-core AVX2 EPYC (EMA 0.999 nominal, 0.99810 effective at its last step after its "
         "warm-up); sample with Euler, 20 steps, guidance 1 (its defaults); the teacher of configs/mnist_distill.toml",
@@ -78,8 +79,8 @@ PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
          "then 15 more minutes of the same run (Trainer(cfg, resume='latest') with train.max_minutes = 15): 4,723 steps in all, "
          "the steps of python scripts/train_images.py --config configs/mnist.toml --data.data_root DATA --train.steps 4723",
          "python scripts/export_pretrained.py runs/teacher/teacher50 --name mnist",
-         EVALUATE.format(file="mnist.safetensors")),
-        trained="`configs/mnist.toml`, 4,723 steps, 60 CPU-minutes (seed 0)",
+         EVALUATE.format(file="mnist")),
+        trained="`configs/mnist.toml`, 4,723 steps, 60 CPU-minutes (seed 0)", config="configs/mnist.toml",
         scores=(Score("Euler 20 steps, guidance 1 (its default)", 2.62, 96.4), Score("Euler 20 steps, guidance 1.5", 5.69, 99.7),
                 Score("Euler 4 steps, guidance 1", 4.75, 97.1)),
         chosen_on=("the test split it is scored on, for the weights only: the warm-up EMA against plain EMAs of 0.9995 and 0.9999 "
@@ -87,29 +88,29 @@ PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
                    "minutes, was set before training"),
     ),
     PretrainedModel(
-        "mnist-meanflow", "mnist_meanflow.safetensors", "sampler",
+        "mnist-meanflow", "mnist-meanflow", "sampler",
         "class-conditional one-step MNIST (MeanFlow): configs/mnist_meanflow.toml after 3,000 steps (EMA 0.999 nominal, "
         "0.99701 effective at step 3,000 after its warm-up); sample with the flow-map solver in 1 or 2 steps",
         (f"python scripts/train_images.py --config configs/mnist_meanflow.toml {_DATA} --train.steps 3000 "
          "--run.output_dir runs/pretrained-mnist-meanflow --threads 1",
          "python scripts/export_pretrained.py runs/pretrained-mnist-meanflow --name mnist-meanflow",
-         EVALUATE.format(file="mnist_meanflow.safetensors")),
-        trained="`configs/mnist_meanflow.toml`, 3,000 steps (seed 0)",
+         EVALUATE.format(file="mnist-meanflow")),
+        trained="`configs/mnist_meanflow.toml`, 3,000 steps (seed 0)", config="configs/mnist_meanflow.toml",
         scores=(Score("flow map, 1 step (its default)", 9.09, 99.4), Score("flow map, 2 steps", 7.22, 99.1),
                 Score("flow map, 4 steps", 7.63, 99.2)),
         chosen_on=("the test split it is scored on: shipped first after 1,600 steps (20.5 at 1 NFE, 6.15 at 2), it was trained on "
                    "to 3,000 and kept for these scores, so they are slightly optimistic"),
     ),
     PretrainedModel(
-        "mnist-distill", "mnist_distill.safetensors", "sampler",
+        "mnist-distill", "mnist-distill", "sampler",
         "class-conditional two-step MNIST distilled from the shipped `mnist` (teacher-guided MeanFlow, "
         "configs/mnist_distill.toml) after 727 steps, 13.7 minutes on one thread of a 2-core AVX2 EPYC (EMA 0.999 "
         "nominal); sample with the flow-map solver in 2 steps (better than mnist-meanflow from 2 steps on, worse at 1)",
         (f"python scripts/train_images.py --config configs/mnist_distill.toml {_DATA} --train.steps 727 "
          "--run.output_dir runs/pretrained-mnist-distill --threads 1",
          "python scripts/export_pretrained.py runs/pretrained-mnist-distill --name mnist-distill",
-         EVALUATE.format(file="mnist_distill.safetensors") + " --solver flow_map --steps 2"),
-        trained="`configs/mnist_distill.toml`, 727 steps from `mnist` (seed 0)",
+         EVALUATE.format(file="mnist-distill") + " --solver flow_map --steps 2"),
+        trained="`configs/mnist_distill.toml`, 727 steps from `mnist` (seed 0)", config="configs/mnist_distill.toml",
         scores=(Score("flow map, 1 step", 13.32, 96.8), Score("flow map, 2 steps (its default)", 4.04, 95.5),
                 Score("flow map, 4 steps", 3.46, 96.7), Score("flow map, 8 steps", 3.41, 97.1)),
         chosen_on=("the test split, for the learning rate: 1e-3 against 2e-4 (37.4 at 1 NFE, 3.83 at 2 after 832 steps); the "
@@ -120,7 +121,7 @@ PRETRAINED: dict[str, PretrainedModel] = {m.name: m for m in (
         "the project's MNIST classifier (imgflow.evaluation.classifier), for class accuracy and FID(clf) of samples",
         (f"python scripts/train_classifier.py --dataset mnist {_DATA} --out runs/classifiers/mnist-28.safetensors --threads 2",
          "python scripts/export_pretrained.py runs/classifiers/mnist-28.safetensors --name mnist-classifier"),
-        trained="`scripts/train_classifier.py`, 4 epochs",
+        trained="`scripts/train_classifier.py`, 4 epochs", config="scripts/train_classifier.py --dataset mnist",
         scores=(Score("99.43 % of the held-out images (99.44 % in float32)", None, 99.43),),
         chosen_on="no choice recorded: one run of 4 epochs",
     ),
@@ -133,7 +134,7 @@ def pretrained_model(name: str, kind: str | None = None) -> PretrainedModel:
     if name not in names:
         raise ConfigError(f"no pretrained {kind or 'model'} named {name!r}; the package ships: {', '.join(names)}")
     entry = PRETRAINED[name]
-    if not entry.path.is_file():
+    if not entry.path.exists():
         raise ConfigError(f"the pretrained file {entry.path} is missing from this installation; reinstall imgflow, or "
                           f"train it yourself: {' && '.join(entry.commands)}")
     return entry
@@ -144,54 +145,25 @@ def pretrained_path(name: str, kind: str | None = None) -> Path:
     return pretrained_model(name, kind).path
 
 
-def export_pretrained(source: str | Path, out: str | Path, *, weights: str = "ema", dtype: torch.dtype = torch.float16,
-                      note: str = "") -> Path:
-    """Write a small file to ship: a checkpoint's `weights` (default its EMA) alone, in `dtype`, or a classifier in `dtype`.
-
-    source: a run folder or checkpoint file (its model record, spec and config are kept, machine paths in the config
-    replaced by the defaults; the optimiser state and the other weights dropped), or a classifier file. The result
-    loads with `Sampler.from_checkpoint` / `load_classifier` like the original. Returns `out`.
-    """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    from imgflow.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
-
-    source = Path(source)
-    if source.is_file() and source.suffix == ".safetensors":
-        with safe_open(str(source), framework="pt") as fh:
-            metadata = fh.metadata() or {}
-        if metadata.get("format", "").startswith("imgflow-classifier"):
-            tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(source)).items()}
-            return _write(out, tensors, {**metadata, **({"note": note} if note else {})})
-    ckpt = load_checkpoint(resolve_checkpoint(source))
-    if weights not in ckpt.weight_choices:
-        raise ConfigError(f"weights must be one of {', '.join(ckpt.weight_choices)} for {ckpt.path}, got {weights!r}")
-    if ckpt.autoencoder:
-        raise ConfigError(f"{ckpt.path} is a latent model; exporting one (with its autoencoder) is not supported yet")
-    config = json.loads(ckpt.config_json)
-    config["data"]["data_root"] = "data"
-    config["run"]["output_dir"] = f"runs/{config['run'].get('name', 'pretrained')}"
-    config["train"]["init_from"] = ""
+def portable_config(config_json: str) -> str:
+    """A run config (JSON) fit to share: the data root, output folder and warm start replaced by defaults, and a teacher
+    that is a shipped model named by that name (a machine path would not load elsewhere)."""
+    config = json.loads(config_json)
+    config.setdefault("data", {})["data_root"] = "data"
+    run = config.setdefault("run", {})
+    run["output_dir"] = f"runs/{run.get('name', 'pretrained')}"
+    config.setdefault("train", {})["init_from"] = ""
     for options in config.get("flow", {}).values():
         if isinstance(options, dict) and options.get("teacher"):
             options["teacher"] = _shipped_name(options["teacher"])
-    tensors = {f"ema.{k}": v.to(dtype) if v.is_floating_point() else v for k, v in ckpt.weights(weights).items()}
-    metadata = {"format": FORMAT, "config": json.dumps(config, sort_keys=True), "step": str(ckpt.step),
-                "model_record": ckpt.record.to_json(), "data_spec": ckpt.spec.to_json(),
-                "exported_from": f"{ckpt.path.name} weights={weights} dtype={str(dtype).removeprefix('torch.')}",
-                **({"note": note} if note else {})}
-    return _write(out, tensors, metadata)
+    return json.dumps(config, sort_keys=True)
 
 
 def _shipped_name(reference: str) -> str:
-    """A teacher file that is byte-for-byte a shipped model becomes that model's name (a machine path would not load
-    elsewhere); any other reference is kept as written."""
-    import filecmp
-
+    """A teacher that is a shipped model's folder becomes that model's name; any other reference is kept as written."""
     path = Path(reference)
     for entry in PRETRAINED.values():
-        if path.is_file() and entry.path.is_file() and filecmp.cmp(path, entry.path, shallow=False):
+        if path.exists() and entry.path.exists() and path.resolve() == entry.path.resolve():
             return entry.name
     return reference
 
@@ -204,11 +176,16 @@ def _write(out: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
     return out
 
 
+def folder_size(path: Path) -> int:
+    """The bytes of a shipped file, or of all the files of a shipped folder."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def scores_table() -> str:
     """The Markdown table of every shipped file's scores (docs/faq.md holds it verbatim)."""
     lines = ["| name | trained | size | sampler | FID(clf) | class accuracy | chosen on |", "|---|---|---:|---|---:|---:|---|"]
     for entry in PRETRAINED.values():
-        size = f"{entry.path.stat().st_size / 1e6:.2f} MB" if entry.path.is_file() else "missing"
+        size = f"{folder_size(entry.path) / 1e6:.2f} MB" if entry.path.exists() else "missing"
         for i, s in enumerate(entry.scores):
             head = (f"`{entry.name}`", entry.trained, size) if i == 0 else ("", "", "")
             fid = f"{s.fid:.2f}" if s.fid is not None else ""
@@ -217,5 +194,5 @@ def scores_table() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EVALUATE", "FOLDER", "JUDGE", "PRETRAINED", "PretrainedModel", "Score", "export_pretrained", "pretrained_model",
+__all__ = ["EVALUATE", "FOLDER", "JUDGE", "PRETRAINED", "PretrainedModel", "Score", "folder_size", "portable_config", "pretrained_model",
            "pretrained_path", "scores_table"]
