@@ -39,6 +39,7 @@ _EXPORTS = {
     "RunConfig": "imgflow.config",
     "ConfigError": "imgflow.config",
     "load_config": "imgflow.config",
+    "config_path": "imgflow.recipes",
     "DataSpec": "imgflow.data",
     "ImageData": "imgflow.data",
     "load_dataset": "imgflow.data",

@@ -32,6 +32,7 @@ from imgflow.data.sources import DATASETS
 from imgflow.errors import ConfigError
 from imgflow.nn.backbones import BACKBONES
 from imgflow.objectives import OBJECTIVES, FlowSettings
+from imgflow.recipes import config_names, config_path, is_bare_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -418,14 +419,29 @@ def parse_literal(text: str) -> Any:
         return text
 
 
+def shipped_config(path: Path) -> Path:
+    """The shipped config a missing bare name stands for ("mnist", "mnist.toml": imgflow.recipes), else a one-line
+    ConfigError saying the file does not exist and that shipped names work."""
+    names = config_names()
+    stem = path.name.removesuffix(".toml")
+    if is_bare_name(path) and stem in names:
+        return config_path(stem)
+    hint = did_you_mean(stem, names) if is_bare_name(path) else ""
+    raise ConfigError(f"config file {path} does not exist; pass a TOML file or a shipped config by name "
+                      f"(e.g. --config mnist): {', '.join(names)}{hint}")
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a TOML file (None: defaults), apply {'section.key': value} overrides, validate."""
+    """Read a TOML file (None: defaults), apply {'section.key': value} overrides, validate.
+
+    A path that does not exist and has no folder part ("mnist", "mnist.toml") names a shipped config (imgflow.recipes).
+    """
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist; pass one of the files in configs/")
+            p = shipped_config(p)
         try:
             raw = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:

@@ -31,15 +31,13 @@ imgflow.require_version("0.2")
 # %%
 import io
 import os
-from pathlib import Path
 
 import einops
 import torch
 from IPython.display import display
 from PIL import Image
 
-import imgflow
-from imgflow import Sampler, load_config, train
+from imgflow import Sampler, config_path, load_config, train
 from imgflow.core.vae import gaussian_kl
 from imgflow.data import ImageData, load_image_data
 from imgflow.grids import image_grid_png
@@ -47,7 +45,6 @@ from imgflow.latents import load_autoencoder
 from imgflow.nn.autoencoder import reconstructions
 
 SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
-CONFIGS = Path(imgflow.__file__).resolve().parents[1] / "configs"
 DATA = os.environ.get("IMGFLOW_NOTEBOOK_DATA", "data")
 
 # %%
@@ -85,7 +82,7 @@ if SMALL:
                       "train.log_every": 2, "train.checkpoint_every": 4, "train.warmup_steps": 1}
 else:
     vae_overrides |= {"train.max_minutes": 3}
-train(load_config(CONFIGS / "vae_mnist.toml", vae_overrides), data=digits, progress=not SMALL)
+train(load_config(config_path("vae_mnist"), vae_overrides), data=digits, progress=not SMALL)
 codec = load_autoencoder("runs/vae")
 print(f"images {codec.image_spec.shape} -> latents {codec.latent_shape}")
 real = digits.images[:16].float() / 127.5 - 1
@@ -111,7 +108,7 @@ if SMALL:
                       "train.batch_size": 16, "train.log_every": 2, "train.checkpoint_every": 4, "train.warmup_steps": 1}
 else:
     dit_overrides |= {"train.max_minutes": 12}
-train(load_config(CONFIGS / "mnist_latent_dit.toml", dit_overrides), data=digits, progress=not SMALL)
+train(load_config(config_path("mnist_latent_dit"), dit_overrides), data=digits, progress=not SMALL)
 
 # %% [markdown]
 # The latent checkpoint carries its autoencoder: the sampler generates latents and decodes them to images.

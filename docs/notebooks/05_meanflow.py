@@ -30,13 +30,11 @@ imgflow.require_version("0.2")
 
 # %%
 import os
-from pathlib import Path
 
 import torch
 from IPython.display import display
 
-import imgflow
-from imgflow import Sampler, load_config, pretrained_path, train
+from imgflow import Sampler, config_path, load_config, pretrained_path, train
 from imgflow.core import FlowMap, GaussianPath, LearnedVectorFieldODE, make_solver, schedule_from_name, uniform_time_grid
 from imgflow.core.mean_flow import mean_flow_loss
 from imgflow.data import ImageData, load_image_data
@@ -47,7 +45,6 @@ from toy.plotting import contour, plt, scatter, subplots
 SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
 ITERATIONS = 300 if SMALL else 4_000
 N = 1_000 if SMALL else 4_000
-CONFIGS = Path(imgflow.__file__).resolve().parents[1] / "configs"
 DATA = os.environ.get("IMGFLOW_NOTEBOOK_DATA", "data")
 torch.manual_seed(0)
 
@@ -165,7 +162,7 @@ except (FileNotFoundError, OSError, ValueError) as reason:
 overrides = {"run.output_dir": os.path.join(os.environ.get("IMGFLOW_NOTEBOOK_OUT", "outputs/notebooks"), "distill"),
              "train.sample_every": 0, "train.steps": 4 if SMALL else 100_000, "train.max_minutes": 0.0 if SMALL else 3.0,
              "train.batch_size": 16 if SMALL else 64}
-result = train(load_config(CONFIGS / "mnist_distill.toml", overrides), data=digits, progress=False)
+result = train(load_config(config_path("mnist_distill"), overrides), data=digits, progress=False)
 distilled = Sampler.from_checkpoint(result.run_dir)
 for steps in (1, 2):
     samples = distilled.sample(num, steps=steps, seed=0)

@@ -35,13 +35,11 @@ import torch
 from IPython.display import display
 from PIL import Image, ImageDraw
 
-import imgflow
-from imgflow import Sampler, load_config, train
+from imgflow import Sampler, config_path, load_config, train
 from imgflow.training.metrics_log import read_metrics
 from toy.plotting import plt
 
 SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
-CONFIGS = Path(imgflow.__file__).resolve().parents[1] / "configs"   # the configs of a clone of the repository
 IMAGES = os.environ.get("IMGFLOW_NOTEBOOK_IMAGES")
 
 # %%
@@ -84,7 +82,7 @@ if SMALL:   # a tiny network at 16x16 for a few steps: enough to show every call
                   "train.log_every": 2, "train.checkpoint_every": 3, "train.warmup_steps": 1}
 else:
     overrides |= {"train.max_minutes": 5}
-config = load_config(CONFIGS / "folder32.toml", overrides)
+config = load_config(config_path("folder32"), overrides)
 result = train(config, progress=not SMALL)
 print(f"stopped at step {result.step} ({result.stopped_by}); last checkpoint {result.last_checkpoint}")
 
@@ -115,6 +113,6 @@ assert samples.images.shape[1:] == sampler.image_shape and samples.labels.tolist
 # Resuming continues bit-exactly from the latest checkpoint (here: more steps than the run had):
 
 # %%
-more = load_config(CONFIGS / "folder32.toml", {**overrides, "train.steps": result.step + (2 if SMALL else 100),
+more = load_config(config_path("folder32"), {**overrides, "train.steps": result.step + (2 if SMALL else 100),
                                                 "train.max_minutes": 0})
 print(train(more, resume="latest", progress=not SMALL).step)
