@@ -64,6 +64,8 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     ("imgflow.evaluation",),
     ("imgflow.experiments",),
     ("imgflow.cli",),
+    # `python -m imgflow`: the list of commands and the one that runs
+    ("imgflow.__main__",),
 ]
 LAYERS = {prefix: i for i, group in enumerate(LAYER_ORDER) for prefix in group}
 

@@ -2,8 +2,8 @@
 
 `scripts/*.py` are three-line shims around these modules (so `accelerate launch
 scripts/train_images.py` and `python scripts/sample_images.py` work from a checkout), and the
-same `main(argv)` functions are installed as `imgflow-train`, `imgflow-sample`, ... Tests call
-`run(main, argv)` directly.
+same `main(argv)` functions run as `python -m imgflow COMMAND` and are installed as `imgflow-train`,
+`imgflow-sample`, ...: `imgflow.cli.commands.COMMANDS` is the one list. Tests call `run(main, argv)` directly.
 
 Every problem a user can fix is reported as one line `error: ...` on stderr with exit status 2,
 before any work that would be lost and without changing anything on disk.
@@ -186,35 +186,36 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _run_module(name: str) -> typing.NoReturn:
-    from importlib import import_module
+def _run_command(name: str) -> typing.NoReturn:
+    """Run the command of this name (imgflow.cli.commands.COMMANDS) on sys.argv: the installed entry points below."""
+    from imgflow.cli.commands import COMMANDS
 
-    run_cli(import_module(f"imgflow.cli.{name}").main)
+    run_cli(COMMANDS[name].load().main)
 
 
 def train_entry() -> None:
-    """`imgflow-train` (installed with the package): scripts/train_images.py."""
-    _run_module("train")
+    """`imgflow-train` (installed with the package): scripts/train_images.py, python -m imgflow train."""
+    _run_command("train")
 
 
 def sample_entry() -> None:
-    """`imgflow-sample`: scripts/sample_images.py."""
-    _run_module("sample")
+    """`imgflow-sample`: scripts/sample_images.py, python -m imgflow sample."""
+    _run_command("sample")
 
 
 def evaluate_entry() -> None:
-    """`imgflow-evaluate`: scripts/evaluate.py."""
-    _run_module("evaluate")
+    """`imgflow-evaluate`: scripts/evaluate.py, python -m imgflow evaluate."""
+    _run_command("evaluate")
 
 
 def sweep_entry() -> None:
-    """`imgflow-sweep`: scripts/nfe_sweep.py."""
-    _run_module("sweep")
+    """`imgflow-sweep`: scripts/nfe_sweep.py, python -m imgflow sweep."""
+    _run_command("sweep")
 
 
 def classifier_entry() -> None:
-    """`imgflow-train-classifier`: scripts/train_classifier.py."""
-    _run_module("classifier")
+    """`imgflow-train-classifier`: scripts/train_classifier.py, python -m imgflow train-classifier."""
+    _run_command("train-classifier")
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, typing.Any]:

@@ -17,7 +17,8 @@ from pathlib import Path
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, parse_overrides, say
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     p = ArgumentParser(prog="benchmark_images.py", description=__doc__)
     p.add_argument("--configs", nargs="+", default=["smoke", "mnist", "lab_baseline"])
     p.add_argument("--batches", nargs="+", type=int, default=[32, 64, 128])
@@ -34,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for every config, e.g. flow.mean_flow.equal_fraction=0.75")
     add_runtime_arguments(p, device=False)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     apply_runtime_arguments(args)
 
     import tempfile

@@ -22,7 +22,8 @@ from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arg
 from imgflow.config import ConfigError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     p = ArgumentParser(prog="budget_comparison.py", description=__doc__)
     p.add_argument("--run", action="append", required=True, help="NAME=CONFIG.toml (repeatable)")
     p.add_argument("--minutes", default="15", help="comma-separated budgets in minutes, e.g. 15,30 (cumulative)")
@@ -34,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run, e.g. train.lr=2e-3")
     add_runtime_arguments(p, device=False)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     apply_runtime_arguments(args)
     runs = {}
     for spec in args.run:

@@ -21,7 +21,8 @@ from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arg
 from imgflow.config import CHOICES, add_override_arguments, flatten_tables, load_config, overrides_from_args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     p = ArgumentParser(prog="train_classifier.py", description=__doc__)
     source = p.add_mutually_exclusive_group()
     source.add_argument("--run", help="take the [data] section of this checkpoint or run folder")
@@ -39,7 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-subset", type=int, default=0, help="use only the first N training images (0 = all)")
     add_runtime_arguments(p)
     add_override_arguments(p, sections=("data",))
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     apply_runtime_arguments(args)
     overrides = overrides_from_args(args)
     for flag, key in (("dataset", "data.dataset"), ("data_root", "data.data_root"), ("image_size", "data.image_size")):

@@ -41,9 +41,10 @@ def is_autoencoder_checkpoint(where: str) -> bool:
     return record is not None and backbone(record.arch).kind == "autoencoder"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     from imgflow.core import SOLVERS
-    from imgflow.evaluation.report import NLL_LABELS, NLLSettings, evaluate_checkpoint
+    from imgflow.evaluation.report import NLL_LABELS, NLLSettings
 
     p = ArgumentParser(prog="evaluate.py", description=__doc__)
     p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
@@ -79,7 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weights", default="ema", help="ema, raw, or an extra EMA such as ema@0.99 (train.extra_ema_decays)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_runtime_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from imgflow.evaluation.report import NLLSettings, evaluate_checkpoint
+
+    args = build_parser().parse_args(argv)
     apply_runtime_arguments(args)
     check_positive(args, "steps", "batch_size")
     check_output_file(args.json, "--json")

@@ -18,7 +18,8 @@ from pathlib import Path
 from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arguments, say
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     p = ArgumentParser(prog="folder_checks.py", description=__doc__)
     p.add_argument("check", choices=("benchmark", "parity"))
     p.add_argument("--data-root", required=True, help="folder holding FashionMNIST/raw (torchvision layout)")
@@ -30,7 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300, help="parity: training steps of each run")
     p.add_argument("--config", default="configs/mnist.toml", help="parity: the recipe both runs train")
     add_runtime_arguments(p, device=False)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     apply_runtime_arguments(args)
 
     from imgflow.config import load_config

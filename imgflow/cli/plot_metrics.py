@@ -18,13 +18,18 @@ from pathlib import Path
 from imgflow.cli import ArgumentParser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     p = ArgumentParser(prog="plot_metrics.py", description=__doc__)
     p.add_argument("runs", nargs="+", help="run folders holding metrics.jsonl")
     p.add_argument("--x", choices=["step", "minutes"], default="step")
     p.add_argument("--by-time", action="store_true", help="loss against t (one run)")
     p.add_argument("--out", default="loss.png")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     from imgflow.training.metrics_log import read_metrics
     from imgflow.training.metrics_plot import plot_autoencoder_curves, plot_loss_by_time, plot_loss_curves

@@ -1,4 +1,7 @@
-"""Sample a PNG grid from a checkpoint: `python scripts/sample_images.py runs/mnist --out grid.png`.
+"""Sample a PNG grid from a checkpoint or a run folder.
+
+    python scripts/sample_images.py runs/mnist --out grid.png
+    python scripts/sample_images.py runs/mnist --out sevens.png --classes 7 --num 16 --solver heun --steps 10 --guidance 2
 
 CHECKPOINT is a ckpt-*.safetensors file or a run folder (its `latest`). The architecture is
 rebuilt from the configuration stored in the checkpoint; the EMA weights are used unless
@@ -23,7 +26,8 @@ from imgflow.cli import (
 from imgflow.config import CHOICES, ConfigError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     p = ArgumentParser(prog="sample_images.py", description=__doc__)
     p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
     p.add_argument("--out", required=True, help="PNG grid to write")
@@ -42,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--weights", default="ema", help="ema, raw, or an extra EMA such as ema@0.99 (train.extra_ema_decays)")
     p.add_argument("--raw", help="also save the samples (in [-1, 1]) and labels to this .safetensors file")
     add_runtime_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     apply_runtime_arguments(args)
     check_output_file(args.out, "--out")
     check_output_file(args.raw, "--raw")

@@ -1,6 +1,7 @@
 """Run the training script under SLURM: one `srun` task per node starts one torchrun agent, all meeting at the first node.
 
     srun python scripts/slurm_launch.py --nproc-per-node 8 -- --config configs/cifar10_dit_gpu.toml --run.output_dir runs/c
+    python scripts/slurm_launch.py --print -- --config configs/smoke.toml     # in an allocation: the command it would run
 
 (launch/slurm_train.sbatch is the batch script around it). Each task reads SLURM's environment (SLURM_JOB_NODELIST,
 SLURM_NNODES, SLURM_JOB_ID, SLURM_GPUS_ON_NODE) and replaces itself with
@@ -68,14 +69,19 @@ def torchrun_command(train_args: Sequence[str], environ: Mapping[str, str], *, n
             str(train_script), *args]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     p = ArgumentParser(prog="slurm_launch.py", description=__doc__)
     p.add_argument("--nproc-per-node", type=int, help="processes per node (default: SLURM_GPUS_ON_NODE, else 1)")
     p.add_argument("--max-restarts", type=int, default=3, help="restarts of a failed worker group (default 3)")
     p.add_argument("--port", type=int, default=29500, help="rendezvous port on the first node (default 29500)")
     p.add_argument("--print", action="store_true", help="print the torchrun command instead of running it")
     p.add_argument("train_args", nargs="*", help="after --: the arguments of scripts/train_images.py")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cmd = torchrun_command(args.train_args, os.environ, nproc_per_node=args.nproc_per_node, max_restarts=args.max_restarts,
                            port=args.port)
     if args.print:

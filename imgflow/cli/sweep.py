@@ -18,7 +18,8 @@ from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arg
 from imgflow.core import SOLVERS, TIME_GRIDS
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     velocity_solvers = [name for name, info in SOLVERS.items() if not info.flow_map]
     p = ArgumentParser(prog="nfe_sweep.py", description=__doc__)
     p.add_argument("checkpoint", help="ckpt-*.safetensors file or run folder")
@@ -41,7 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--weights", default="ema", help="ema, raw, or an extra EMA such as ema@0.99 (train.extra_ema_decays)")
     add_runtime_arguments(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     apply_runtime_arguments(args)
 
     import tempfile

@@ -1,4 +1,8 @@
-"""Train an image flow model: `accelerate launch scripts/train_images.py --config configs/mnist.toml`.
+"""Train an image flow model from a TOML config (a file, or a shipped config by name: `--config mnist`).
+
+    accelerate launch scripts/train_images.py --config configs/mnist.toml
+    python scripts/train_images.py --config smoke --train.steps 200 --run.output_dir runs/smoke
+    python -m imgflow train --config configs/mnist.toml --resume latest
 
 Any config key can be overridden, e.g. `--train.steps 2000 --data.data_root ../shared/data`.
 Mixed precision and the number of processes come from accelerate (`accelerate launch
@@ -18,14 +22,19 @@ from imgflow.cli import ArgumentParser, add_runtime_arguments, apply_runtime_arg
 from imgflow.config import add_override_arguments, load_config, overrides_from_args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
+    """The options (the description is the module docstring, with its examples); main parses with it."""
     parser = ArgumentParser(prog="train_images.py", description=__doc__)
-    parser.add_argument("--config", help="TOML run configuration (configs/*.toml); defaults if omitted")
+    parser.add_argument("--config", help="TOML run configuration: a file, or a shipped name such as mnist (imgflow.config_path); defaults if omitted")
     parser.add_argument("--resume", help="'latest' (in run.output_dir), a run folder or a checkpoint file, or 'auto': latest when "
                         "run.output_dir holds a checkpoint, else a fresh start (for torchrun --max-restarts and requeued jobs)")
     add_runtime_arguments(parser, device=False)
     add_override_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = load_config(args.config, overrides_from_args(args))
     apply_runtime_arguments(args)
 
