@@ -109,7 +109,8 @@ class DataSection(VariantSection):
     resize: bool = False  # torchvision data: True = bilinear resize to image_size (the course lab); False = pad with background
     download: bool = True  # torchvision data: download where a network exists
     hflip: bool = False  # random horizontal flips (datasets whose classes survive a mirror image)
-    autoencoder: str = ""  # latent training: an autoencoder checkpoint (file or run folder); the data is encoded once
+    # latent training: an autoencoder checkpoint (file or run folder) or a diffusers AutoencoderKL (folder or Hub repo id)
+    autoencoder: str = ""  # the data is encoded once
     latent_cache_dir: str = ""  # where encoded datasets are cached (default ~/.cache/imgflow/latents)
 
 

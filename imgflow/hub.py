@@ -1,13 +1,9 @@
-"""Where a model named by a person lives on this machine: a shipped name, a local path, or a Hugging Face Hub repo id.
-
-    model_location("mnist")                  # shipped inside the package (imgflow.pretrained)
-    model_location("runs/mnist")             # a run folder, a checkpoint file or a model folder
-    model_location("someone/mnist-flow")     # a Hub repo: huggingface_hub.snapshot_download into the user's Hub cache
+"""Hugging Face Hub repos as local folders: `snapshot("owner/name")` is huggingface_hub.snapshot_download.
 
 A repo is fetched with huggingface_hub, so its settings apply as they are: HF_HUB_OFFLINE=1 reads the cache only
-(HF_HUB_CACHE / HF_HOME say where it is), a token from `hf auth login` opens private repos. A local path is looked
-for first: a folder named like a repo id ("runs/mnist") is never fetched when it exists, and a shipped name wins only
-over a folder that holds no model (a data folder called "mnist").
+(HF_HUB_CACHE / HF_HOME say where it is), a token from `hf auth login` opens private repos. Which names are repos and
+which are local paths or shipped models is decided by the callers (imgflow.pretrained.model_location for models,
+imgflow.latents for autoencoders): a path that exists is never fetched.
 """
 
 from __future__ import annotations
@@ -23,8 +19,12 @@ FOLDER_PATTERNS = ["*.json", "*.safetensors", "*.md"]
 
 
 def is_repo_id(reference: str) -> bool:
-    """Whether `reference` has the form of a Hub repo id ("owner/name")."""
-    return bool(REPO_ID.match(reference)) and ".." not in reference
+    """Whether `reference` has the form of a Hub repo id ("owner/name") and names nothing local: neither an existing path
+    nor a name under an existing local folder ("runs/mnst" beside a runs/ folder is a typo, not a repo)."""
+    from pathlib import Path
+
+    return (bool(REPO_ID.match(reference)) and ".." not in reference and not Path(reference).exists()
+            and not Path(reference.split("/")[0]).is_dir())
 
 
 def snapshot(repo_id: str, revision: str | None = None, allow_patterns: list[str] | None = None, what: str = "model") -> Path:
@@ -59,30 +59,4 @@ def snapshot(repo_id: str, revision: str | None = None, allow_patterns: list[str
                           "HF_HUB_OFFLINE=1 to use the Hub cache only") from None
 
 
-def model_location(reference: str | Path, revision: str | None = None, key: str = "model") -> Path:
-    """The local file or folder of a model named by a shipped name, a path, or a Hub repo id (module docstring).
-
-    key: how the caller's user named the value (e.g. "flow.mean_flow_distillation.teacher"), for the error message.
-    """
-    from imgflow.pretrained import PRETRAINED, pretrained_path
-
-    text = str(reference)
-    path = Path(text).expanduser()
-    if path.is_file() or (path / "latest").is_file() or (path / "config.json").is_file():
-        return path
-    if text in PRETRAINED and PRETRAINED[text].kind == "sampler":  # before a folder of that name that holds no model (data)
-        return pretrained_path(text, kind="sampler")
-    if text in PRETRAINED:
-        raise ConfigError(f"{key} {text!r} is the shipped {PRETRAINED[text].kind}, not a flow model: load it with "
-                          f"load_classifier(pretrained_path({text!r}))")
-    if path.exists():
-        return path
-    if is_repo_id(text) and not Path(text.split("/")[0]).is_dir():  # "runs/mnst" in a folder with runs/ is a typo, not a repo
-        return snapshot(text, revision)
-    shipped = ", ".join(n for n, m in PRETRAINED.items() if m.kind == "sampler")
-    hint = f" (the folder {path.parent} does not exist either)" if path.parent != Path(".") and not path.parent.exists() else ""
-    raise ConfigError(f"{key} {text!r} does not exist{hint}: name a run folder, a checkpoint file, a model folder, a shipped "
-                      f"model ({shipped}) or a Hub repo id (owner/name)")
-
-
-__all__ = ["FOLDER_PATTERNS", "REPO_ID", "is_repo_id", "model_location", "snapshot"]
+__all__ = ["FOLDER_PATTERNS", "REPO_ID", "is_repo_id", "snapshot"]

@@ -46,15 +46,16 @@ class ModelRecord:
     trained_guidance: float | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
-    latent: dict[str, Any] | None = None  # a latent model: the autoencoder's record, weights digest, shift and scale
+    latent: dict[str, Any] | None = None  # a latent model: the autoencoder's record (or a diffusers VAE's source), digest, shift, scale
 
     @property
     def image_spec(self) -> DataSpec:
         """The spec of the images it generates: `spec` itself, or for a latent model `spec` with the decoded shape."""
         if not self.latent:
             return self.spec
-        autoencoder_spec = self.latent["autoencoder"]["spec"]  # the decoder makes images of the shape it was trained on
-        c, size = autoencoder_spec["channels"], autoencoder_spec["image_size"]
+        # the decoder makes images of the shape it was trained on (imgflow's) or set up for (a diffusers VAE: "image")
+        images = self.latent.get("image") or self.latent["autoencoder"]["spec"]
+        c, size = images["channels"], images["image_size"]
         return DataSpec(self.spec.dataset, c, size, self.spec.class_names, self.spec.fingerprint)
 
     def sampling_settings(self) -> SamplingSettings:

@@ -78,7 +78,7 @@ def check_run(cfg: RunConfig, device: torch.device | str = "cpu") -> LatentCodec
     validate(cfg)
     codec = None
     if cfg.data.autoencoder:
-        codec = load_autoencoder(cfg.data.autoencoder, device)
+        codec = load_autoencoder(cfg.data.autoencoder, device, image_size=cfg.data.image_size)
         check_codec_size(codec, cfg.data.image_size, cfg.data.autoencoder)
     check_model_fits(cfg, latent_image_size(cfg.data, codec))
     return codec

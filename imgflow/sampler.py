@@ -155,7 +155,7 @@ class Sampler:
         from_pretrained) describes, with its EMA ('raw': the trained weights; 'ema@0.99': an extra EMA the run kept,
         train.extra_ema_decays)."""
         from imgflow.checkpoint import load_checkpoint
-        from imgflow.hub import model_location
+        from imgflow.pretrained import model_location
 
         return cls.from_loaded(load_checkpoint(model_location(where, key="checkpoint")), weights, device)
 
@@ -167,7 +167,7 @@ class Sampler:
         Hugging Face Hub repo id ("owner/name", fetched into the Hub cache; HF_HUB_OFFLINE=1 reads the cache only).
         revision: the Hub branch, tag or commit."""
         from imgflow.checkpoint import load_checkpoint
-        from imgflow.hub import model_location
+        from imgflow.pretrained import model_location
 
         return cls.from_loaded(load_checkpoint(model_location(name_or_path, revision)), weights, device)
 

@@ -29,10 +29,10 @@ from imgflow.core import SOLVERS, ClassifierFreeGuidance, LearnedVectorFieldODE,
 from imgflow.core.progress import progress_bar
 from imgflow.core.time_grids import named_time_grid
 from imgflow.disk_cache import CacheFormat, cache_root, cached
-from imgflow.hub import model_location
 from imgflow.latents import weights_digest
 from imgflow.model_record import ModelRecord, build_network
 from imgflow.objectives.base import EndpointPairs, TeacherNetwork
+from imgflow.pretrained import model_location
 
 
 def teacher_source(reference: str, key: str = "teacher") -> Path:

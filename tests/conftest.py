@@ -1,9 +1,15 @@
 """Test-session settings shared by every test file."""
 
 import os
+import tempfile
 
 import pytest
 import torch
+
+# no test reaches the Hugging Face Hub or reads the user's Hub cache: huggingface_hub reads these once, when imported
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="imgflow-tests-hf-")
+os.environ.pop("HF_HUB_CACHE", None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -20,9 +20,10 @@ PACKAGES = ("imgflow", "toy")
 #: a module's layer). Inside one layer the order does not matter, and the no-cycles test keeps it acyclic.
 LAYER_ORDER: list[tuple[str, ...]] = [
     # helpers that import nothing of imgflow: errors, files, seeds, devices, the cache protocol, image grids, old config layouts,
-    # the shipped config files (recipes: errors only), digests of weights
+    # the shipped config files (recipes: errors only), digests of weights, Hub repos as local folders
     ("imgflow.errors", "imgflow.files", "imgflow.file_locks", "imgflow.sharding", "imgflow.seeding", "imgflow.devices",
-     "imgflow.disk_cache", "imgflow.grids", "imgflow.config_migrations", "imgflow.recipes", "imgflow.digests"),
+     "imgflow.disk_cache", "imgflow.grids", "imgflow.config_migrations", "imgflow.recipes", "imgflow.digests",
+     "imgflow.hub"),
     # the shared math, with the generic registry and the core's own registries (solvers, schedules, time samplers, ...)
     ("imgflow.core",),
     # the registries of the layers above: leaf modules that hold an entry protocol and an empty registry
@@ -31,7 +32,7 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     ("imgflow.nn.embeddings", "imgflow.data.spec"),
     ("imgflow.nn.conditioning", "imgflow.data.images"),
     ("imgflow.nn.unet", "imgflow.data.folder", "imgflow.data.torchvision_sets"),
-    ("imgflow.nn.lab_unet", "imgflow.nn.dit", "imgflow.nn.autoencoder"),
+    ("imgflow.nn.lab_unet", "imgflow.nn.dit", "imgflow.nn.autoencoder", "imgflow.diffusers_vae"),
     # the packages that register the networks and the data sources
     ("imgflow.nn", "imgflow.data"),
     # objectives (they read the config through a typed view, so they sit below it), then their registering package
@@ -48,8 +49,6 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     ("imgflow.checkpoint",),
     # what reads checkpoints: latent codecs and caches, shipped models, run folders; GIFs of image trajectories
     ("imgflow.latents", "imgflow.pretrained", "imgflow.run_folder", "imgflow.animation"),
-    # where a named model lives: a shipped name, a path or a Hub repo id
-    ("imgflow.hub",),
     # the teacher a distilling objective names (a checkpoint or a shipped model), loaded and checked against the student
     ("imgflow.teacher",),
     # a run resolved once from its config (data spec, codec, model record, network, objective); what a sampler returns

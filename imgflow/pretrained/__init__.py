@@ -23,6 +23,7 @@ import torch
 
 from imgflow.config import ConfigError
 from imgflow.files import atomic_save_safetensors
+from imgflow.hub import is_repo_id, snapshot
 
 FOLDER = Path(__file__).resolve().parent
 
@@ -145,6 +146,32 @@ def pretrained_path(name: str, kind: str | None = None) -> Path:
     return pretrained_model(name, kind).path
 
 
+def model_location(reference: str | Path, revision: str | None = None, key: str = "model") -> Path:
+    """The local file or folder of a model named by a shipped name ("mnist"), a path (a run folder, a checkpoint file or
+    a model folder), or a Hub repo id ("owner/name": fetched into the user's Hub cache, imgflow.hub). A path is looked for
+    first; a shipped name wins only over a folder that holds no model (a data folder called "mnist").
+
+    key: how the caller's user named the value (e.g. "flow.mean_flow_distillation.teacher"), for the error message.
+    """
+    text = str(reference)
+    path = Path(text).expanduser()
+    if path.is_file() or (path / "latest").is_file() or (path / "config.json").is_file():
+        return path
+    if text in PRETRAINED and PRETRAINED[text].kind == "sampler":  # before a folder of that name that holds no model (data)
+        return pretrained_path(text, kind="sampler")
+    if text in PRETRAINED:
+        raise ConfigError(f"{key} {text!r} is the shipped {PRETRAINED[text].kind}, not a flow model: load it with "
+                          f"load_classifier(pretrained_path({text!r}))")
+    if path.exists():
+        return path
+    if is_repo_id(text):
+        return snapshot(text, revision)
+    shipped = ", ".join(n for n, m in PRETRAINED.items() if m.kind == "sampler")
+    hint = f" (the folder {path.parent} does not exist either)" if path.parent != Path(".") and not path.parent.exists() else ""
+    raise ConfigError(f"{key} {text!r} does not exist{hint}: name a run folder, a checkpoint file, a model folder, a shipped "
+                      f"model ({shipped}) or a Hub repo id (owner/name)")
+
+
 def portable_config(config_json: str) -> str:
     """A run config (JSON) fit to share: the data root, output folder and warm start replaced by defaults, and a teacher
     that is a shipped model named by that name (a machine path would not load elsewhere)."""
@@ -194,5 +221,6 @@ def scores_table() -> str:
     return "\n".join(lines)
 
 
-__all__ = ["EVALUATE", "FOLDER", "JUDGE", "PRETRAINED", "PretrainedModel", "Score", "folder_size", "portable_config", "pretrained_model",
+__all__ = ["EVALUATE", "FOLDER", "JUDGE", "PRETRAINED", "PretrainedModel", "Score", "folder_size", "model_location", "portable_config",
+           "pretrained_model",
            "pretrained_path", "scores_table"]

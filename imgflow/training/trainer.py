@@ -267,7 +267,7 @@ class Trainer:
                     self.optimizer.state_dict(), self.scheduler.state_dict(),
                     keep_last=self.cfg.train.keep_last, extra_metadata=extra, spec=self.spec,
                     grad_scaler_state=scaler.state_dict() if scaler is not None else None, record=self.record,
-                    autoencoder_state=self.codec.autoencoder.state_dict() if self.codec is not None else None,
+                    autoencoder_state=self.codec.weights_to_save() if self.codec is not None else None,
                     extra_ema_states={name: ema.module.state_dict() for name, ema in self.extra_emas.items()},
                 )
             except (OSError, SafetensorError) as exc:  # disk full, folder removed: the write was atomic, the old file stands
