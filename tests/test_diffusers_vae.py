@@ -67,6 +67,10 @@ def test_a_latent_run_trains_and_samples_decoded_images_on_a_diffusers_vae(vae, 
     with torch.no_grad():
         expected = diffusers.AutoencoderKL.from_pretrained(str(vae)).decode(z / 0.5 + 0.25).sample
     assert torch.allclose(samples.images, expected.clamp(-1, 1), atol=1e-5)
+    # a model folder references the VAE (no codec file) and loads back to the same samples
+    folder = sampler.save_pretrained(tmp_path / "folder")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert torch.equal(Sampler.from_pretrained(folder).sample(4, labels=[1], steps=2, seed=0).images, samples.images)
     # the latents were encoded once, into the cache, with the config's scaling: z = (mean - 0.25) * 0.5
     codec = load_autoencoder(vae, image_size=8)
     said: list[str] = []
