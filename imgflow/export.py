@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from imgflow.config import ConfigError
+from imgflow.files import atomic_save_safetensors
 from imgflow.model_card import CardScore
-from imgflow.pretrained import JUDGE, PretrainedModel, _write
+from imgflow.pretrained import JUDGE, PretrainedModel
 from imgflow.sampler import Sampler
 
 
@@ -60,6 +61,15 @@ def export_pretrained(source: str | Path, out: str | Path, *, weights: str = "em
                 "config_name": entry.config, "license": "mit", **card}
     sampler = Sampler.from_checkpoint(source, weights, device="cpu")
     return sampler.save_pretrained(out, dtype=dtype, overwrite=overwrite, **card)
+
+
+
+def _write(out: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"output folder {out.parent} does not exist; create it or write elsewhere")
+    atomic_save_safetensors(out, tensors, metadata)
+    return out
 
 
 __all__ = ["card_scores", "export_pretrained"]

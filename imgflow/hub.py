@@ -21,8 +21,6 @@ FOLDER_PATTERNS = ["*.json", "*.safetensors", "*.md"]
 def is_repo_id(reference: str) -> bool:
     """Whether `reference` has the form of a Hub repo id ("owner/name") and names nothing local: neither an existing path
     nor a name under an existing local folder ("runs/mnst" beside a runs/ folder is a typo, not a repo)."""
-    from pathlib import Path
-
     return (bool(REPO_ID.match(reference)) and ".." not in reference and not Path(reference).exists()
             and not Path(reference.split("/")[0]).is_dir())
 

@@ -3,6 +3,7 @@ the scaling is the VAE config's as written, the checkpoint names the VAE with a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -62,7 +63,7 @@ def test_a_latent_run_trains_and_samples_decoded_images_on_a_diffusers_vae(vae, 
     samples = sampler.sample(4, labels=[1], steps=2, seed=0)
     assert samples.images.shape == (4, 1, 8, 8) and sampler.codec.kind == "diffusers"
     # the sampler decodes exactly what the VAE decodes of the model's latents, unscaled with the config's numbers
-    raw = Sampler(sampler.model, ckpt.record.__class__(**{**ckpt.record.__dict__, "latent": None}), device="cpu")
+    raw = Sampler(sampler.model, dataclasses.replace(ckpt.record, latent=None), device="cpu")
     z = raw.sample(4, labels=[1], steps=2, seed=0, clip=False).images
     with torch.no_grad():
         expected = diffusers.AutoencoderKL.from_pretrained(str(vae)).decode(z / 0.5 + 0.25).sample

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from imgflow.config import ConfigError
-from imgflow.files import atomic_save_safetensors
 from imgflow.hub import is_repo_id, snapshot
 
 FOLDER = Path(__file__).resolve().parent
@@ -193,14 +192,6 @@ def _shipped_name(reference: str) -> str:
         if path.exists() and entry.path.exists() and path.resolve() == entry.path.resolve():
             return entry.name
     return reference
-
-
-def _write(out: str | Path, tensors: dict, metadata: dict[str, str]) -> Path:
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"output folder {out.parent} does not exist; create it or write elsewhere")
-    atomic_save_safetensors(out, tensors, metadata)
-    return out
 
 
 def folder_size(path: Path) -> int:
