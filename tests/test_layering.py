@@ -20,10 +20,11 @@ PACKAGES = ("imgflow", "toy")
 #: a module's layer). Inside one layer the order does not matter, and the no-cycles test keeps it acyclic.
 LAYER_ORDER: list[tuple[str, ...]] = [
     # helpers that import nothing of imgflow: errors, files, seeds, devices, the cache protocol, image grids, old config layouts,
-    # the shipped config files (recipes: errors only), digests of weights, Hub repos as local folders
+    # the shipped config files (recipes: errors only), digests of weights, Hub repos as local folders, the labs' figures
+    # and their student/solution versions
     ("imgflow.errors", "imgflow.files", "imgflow.file_locks", "imgflow.sharding", "imgflow.seeding", "imgflow.devices",
      "imgflow.disk_cache", "imgflow.grids", "imgflow.config_migrations", "imgflow.recipes", "imgflow.digests",
-     "imgflow.hub"),
+     "imgflow.hub", "imgflow.display", "imgflow.lab_versions"),
     # the shared math, with the generic registry and the core's own registries (solvers, schedules, time samplers, ...)
     ("imgflow.core",),
     # the registries of the layers above: leaf modules that hold an entry protocol and an empty registry
@@ -35,6 +36,8 @@ LAYER_ORDER: list[tuple[str, ...]] = [
     ("imgflow.nn.lab_unet", "imgflow.nn.dit", "imgflow.nn.autoencoder", "imgflow.diffusers_vae"),
     # the packages that register the networks and the data sources
     ("imgflow.nn", "imgflow.data"),
+    # the graders of the image labs' exercises (networks, the VAE), on the modules they compare with
+    ("imgflow.exercises",),
     # objectives (they read the config through a typed view, so they sit below it), then their registering package
     ("imgflow.objectives.flow_matching", "imgflow.objectives.mean_flow", "imgflow.objectives.autoencoder"),
     ("imgflow.objectives.distillation",),
