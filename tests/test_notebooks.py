@@ -1,18 +1,29 @@
-"""Every lab notebook (docs/notebooks/*.py, jupytext percent scripts) runs top to bottom at its CI size.
+"""Every lab (docs/notebooks/NN_name.py, a jupytext percent script) runs top to bottom at its CI size, as its
+solution and as its student version, and its two .ipynb notebooks are the script's.
 
-Each runs in this process (the imports are paid once), from a fresh namespace and an empty working
-folder, with IMGFLOW_NOTEBOOK_SIZE=ci; any failing cell fails its test. The notebooks assert their own
-numeric claims (a Langevin chain reaching its target, the pretrained model's digits being recognised...).
+Each runs in this process (the imports are paid once), from a fresh namespace and an empty working folder, with
+IMGFLOW_NOTEBOOK_SIZE=ci and IPython unimportable (a plain install has none); any failing cell fails its test. The
+labs assert their own numeric claims; here the solution must pass every exercise's grader, the student version
+(stubs left in) must reach its end with every exercise "not done yet", and neither may print an object's repr in
+place of its picture.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
 
+from imgflow.core import grading
+from imgflow.lab_versions import exercise_count, lab_notebooks_out_of_sync, student_source
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "docs" / "notebooks").glob("[0-9][0-9]_*.py"))
+#: what a cell prints when it shows an object instead of its picture
+REPRS = ("<PIL.", "<IPython.core.display", "<Figure size", "<matplotlib.")
 
 
 def test_the_labs_are_all_here():
@@ -20,8 +31,8 @@ def test_the_labs_are_all_here():
     assert len(names) >= 6 and names == sorted(names), names
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_at_ci_size(notebook, tmp_path, monkeypatch):
+def run_lab(script: Path, tmp_path: Path, monkeypatch) -> str:
+    """Run a lab script as `python script` would at CI size without IPython; return what it printed."""
     import matplotlib.pyplot as plt
 
     monkeypatch.chdir(tmp_path)
@@ -29,25 +40,45 @@ def test_notebook_runs_at_ci_size(notebook, tmp_path, monkeypatch):
     monkeypatch.setenv("IMGFLOW_NOTEBOOK_OUT", str(tmp_path / "out"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("IMGFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "IPython", None)   # `import IPython` raises ImportError, as on a plain install
+    grading.reset()
+    printed = io.StringIO()
     try:
-        runpy.run_path(str(notebook), run_name="__main__")
+        with contextlib.redirect_stdout(printed):
+            runpy.run_path(str(script), run_name="__main__")
     finally:
         plt.close("all")
+    return printed.getvalue()
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_every_lab_has_an_ipynb_twin_with_the_same_cells_and_no_outputs(notebook):
-    """Jupyter, VS Code and Colab open the .ipynb; the percent script is the source. Regenerate a twin with
-    `jupytext --to ipynb docs/notebooks/NAME.py` after editing the script."""
-    import jupytext
+def test_solution_runs_at_ci_size_passes_its_exercises_and_saves_its_figures(notebook, tmp_path, monkeypatch):
+    printed = run_lab(notebook, tmp_path, monkeypatch)
+    verdicts = grading.results()
+    assert len(verdicts) >= exercise_count(notebook.read_text()), "every exercise block needs a check cell"
+    assert all(v.passed for v in verdicts), [str(v) for v in verdicts if not v.passed]
+    assert not [r for r in REPRS if r in printed], printed[-2000:]
+    figures = sorted((tmp_path / "out").rglob("*.png")) + sorted((tmp_path / "out").rglob("*.gif"))
+    assert figures and all(f.stat().st_size > 1000 for f in figures)
+    assert all(str(f) in printed for f in figures if f.parent.name.startswith("lab")), "the run lists every figure it saved"
 
-    twin = notebook.with_suffix(".ipynb")
-    assert twin.is_file(), f"{twin.name} is missing: run jupytext --to ipynb {notebook.relative_to(notebook.parents[2])}"
-    script, ipynb = jupytext.read(notebook), jupytext.read(twin)
-    cells = [(c.cell_type, c.source) for c in script.cells]
-    assert [(c.cell_type, c.source) for c in ipynb.cells] == cells, (
-        f"{twin.name} is out of sync with {notebook.name}: run jupytext --to ipynb {notebook.relative_to(notebook.parents[2])}")
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in ipynb.cells if c.cell_type == "code")
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_version_runs_to_the_end_with_every_exercise_not_done(notebook, tmp_path, monkeypatch):
+    student = tmp_path / notebook.name
+    student.write_text(student_source(notebook.read_text()))
+    printed = run_lab(student, tmp_path, monkeypatch)
+    verdicts = grading.results()
+    assert len(verdicts) >= exercise_count(notebook.read_text())
+    assert all(v.status == "not done" for v in verdicts), [str(v) for v in verdicts if v.status != "not done"]
+    assert not [r for r in REPRS if r in printed]
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_the_solution_and_student_notebooks_are_the_scripts(notebook):
+    """Jupyter, VS Code and Colab open the .ipynb; the percent script is the source. After editing a script, run
+    `python scripts/make_lab_notebooks.py`."""
+    assert lab_notebooks_out_of_sync(notebook) == [], "run python scripts/make_lab_notebooks.py"
 
 
 def test_the_labs_first_cell_checks_the_installed_version_and_says_how_to_install():
@@ -60,4 +91,4 @@ def test_the_labs_first_cell_checks_the_installed_version_and_says_how_to_instal
         import jupytext
 
         first_code = next(c for c in jupytext.read(notebook).cells if c.cell_type == "code")
-        assert 'imgflow.require_version("0.2")' in first_code.source and 'pip install -e ".[dev]"' in first_code.source, notebook.name
+        assert 'imgflow.require_version("0.2")' in first_code.source and 'pip install -e ".[notebooks]"' in first_code.source, notebook.name
