@@ -1,5 +1,5 @@
-"""Every lab (docs/notebooks/NN_name.py, a jupytext percent script) runs top to bottom at its CI size, as its
-solution and as its student version, and its two .ipynb notebooks are the script's.
+"""Every lab (docs/notebooks/NN_name.py, a jupytext percent script) runs top to bottom at its CI size as its solution
+(test_student_notebooks.py runs the student versions), and its two .ipynb notebooks are the script's.
 
 Each runs in this process (the imports are paid once), from a fresh namespace and an empty working folder, with
 IMGFLOW_NOTEBOOK_SIZE=ci and IPython unimportable (a plain install has none); any failing cell fails its test. The
@@ -10,45 +10,16 @@ place of its picture.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import runpy
-import sys
-from pathlib import Path
-
 import pytest
 
 from imgflow.core import grading
-from imgflow.lab_versions import exercise_count, lab_notebooks_out_of_sync, student_source
-
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "docs" / "notebooks").glob("[0-9][0-9]_*.py"))
-#: what a cell prints when it shows an object instead of its picture
-REPRS = ("<PIL.", "<IPython.core.display", "<Figure size", "<matplotlib.")
+from imgflow.lab_versions import exercise_count, lab_notebooks_out_of_sync
+from tests.lab_runs import NOTEBOOKS, REPRS, run_lab
 
 
 def test_the_labs_are_all_here():
     names = [p.stem for p in NOTEBOOKS]
     assert len(names) >= 6 and names == sorted(names), names
-
-
-def run_lab(script: Path, tmp_path: Path, monkeypatch) -> str:
-    """Run a lab script as `python script` would at CI size without IPython; return what it printed."""
-    import matplotlib.pyplot as plt
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("IMGFLOW_NOTEBOOK_SIZE", "ci")
-    monkeypatch.setenv("IMGFLOW_NOTEBOOK_OUT", str(tmp_path / "out"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("IMGFLOW_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setitem(sys.modules, "IPython", None)   # `import IPython` raises ImportError, as on a plain install
-    grading.reset()
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed):
-            runpy.run_path(str(script), run_name="__main__")
-    finally:
-        plt.close("all")
-    return printed.getvalue()
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -61,17 +32,6 @@ def test_solution_runs_at_ci_size_passes_its_exercises_and_saves_its_figures(not
     figures = sorted((tmp_path / "out").rglob("*.png")) + sorted((tmp_path / "out").rglob("*.gif"))
     assert figures and all(f.stat().st_size > 1000 for f in figures)
     assert all(str(f) in printed for f in figures if f.parent.name.startswith("lab")), "the run lists every figure it saved"
-
-
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_student_version_runs_to_the_end_with_every_exercise_not_done(notebook, tmp_path, monkeypatch):
-    student = tmp_path / notebook.name
-    student.write_text(student_source(notebook.read_text()))
-    printed = run_lab(student, tmp_path, monkeypatch)
-    verdicts = grading.results()
-    assert len(verdicts) >= exercise_count(notebook.read_text())
-    assert all(v.status == "not done" for v in verdicts), [str(v) for v in verdicts if v.status != "not done"]
-    assert not [r for r in REPRS if r in printed]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
