@@ -51,11 +51,12 @@ def _file_name(name: str, suffix: str) -> str:
     return stem if stem.endswith(suffix) else stem + suffix
 
 
-def show(obj: Any = None, name: str = "figure") -> Path:
+def show(obj: Any = None, name: str = "figure") -> None:
     """Save `obj` to the lab's folder as `<name>.png` (`.gif` for a GIF file) and display it in a kernel.
 
     obj: a matplotlib Figure (None: the current figure, closed afterwards), a PIL image, anything with a `grid()`
-    method returning one (a sampler's Samples), or the path of an image file (a GIF stays animated).
+    method returning one (a sampler's Samples), or the path of an image file (a GIF stays animated). Returns None, so a
+    kernel echoes nothing after the picture; `saved()[-1]` is the file written.
     """
     folder = lab_folder()
     if obj is None or type(obj).__module__.startswith("matplotlib"):
@@ -95,7 +96,6 @@ def show(obj: Any = None, name: str = "figure") -> Path:
     _STATE["saved"].append(target)
     if not in_kernel():
         print(f"[figure saved: {target}]")
-    return target
 
 
 def print_saved() -> list[Path]:

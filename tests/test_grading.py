@@ -95,16 +95,17 @@ def test_show_saves_figures_images_samples_and_files_and_lists_them(tmp_path, mo
     folder = display.start_lab("labx")
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    first = display.show(fig, "a line")
+    display.show(fig, "a line")
     image = Image.new("RGB", (8, 8), (200, 10, 10))
 
     class Samples:
         def grid(self):
             return image
 
-    second = display.show(Samples(), "grid")
+    display.show(Samples(), "grid")
     image.save(tmp_path / "x.gif")
-    third = display.show(tmp_path / "x.gif", "anim")
+    display.show(tmp_path / "x.gif", "anim")
+    first, second, third = display.saved()
     assert [first, second, third] == [folder / "a_line.png", folder / "grid.png", folder / "anim.gif"]
     assert all(p.stat().st_size > 0 for p in (first, second, third)) and not plt.get_fignums()
     assert display.print_saved() == [first, second, third]

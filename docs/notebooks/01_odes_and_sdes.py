@@ -50,7 +50,7 @@ SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
 N = 2_000 if SMALL else 20_000      # particles
 STEPS = 100 if SMALL else 500       # solver steps
 OUT = start_lab("lab1")
-torch.manual_seed(0)
+torch.manual_seed(0);
 
 # %% [markdown]
 # ## Exercise 1: one Euler step of an ODE

@@ -87,7 +87,7 @@ OUT = start_lab("lab2")
 ITERATIONS = 150 if SMALL else 3_000
 BATCH = 256 if SMALL else 500
 N = 1_000 if SMALL else 5_000
-torch.manual_seed(0)
+torch.manual_seed(0);
 
 target = GaussianMixture.symmetric_2D(nmodes=5, std=0.5, scale=5.0)   # the lab's 5-mode mixture
 path = GaussianPath(schedule_from_name("linear"), p_data=target)       # the linear Gaussian path: alpha_t = t, beta_t = 1 - t

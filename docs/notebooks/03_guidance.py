@@ -60,7 +60,7 @@ SMALL = os.environ.get("IMGFLOW_NOTEBOOK_SIZE", "full") == "ci"
 ITERATIONS = 300 if SMALL else 3_000
 N = 600 if SMALL else 3_000
 OUT = start_lab("lab3")
-torch.manual_seed(0)
+torch.manual_seed(0);
 
 # %% [markdown]
 # ## Three overlapping modes

@@ -67,7 +67,7 @@ OUT = start_lab("lab4")
 RUNS = OUT / "runs"                 # the two training runs; a rerun of the lab starts them afresh
 shutil.rmtree(RUNS, ignore_errors=True)
 START = time.perf_counter()
-torch.manual_seed(0)
+torch.manual_seed(0);
 
 # %%
 def shipped_digits(n: int) -> ImageData:

@@ -59,7 +59,7 @@ ITERATIONS = 300 if SMALL else 4_000
 N = 1_000 if SMALL else 4_000
 DATA = os.environ.get("IMGFLOW_NOTEBOOK_DATA", "data")
 OUT = start_lab("lab5")
-torch.manual_seed(0)
+torch.manual_seed(0);
 
 target = GaussianMixture.symmetric_2D(nmodes=5, std=1.0, scale=4.0)   # check 11's mixture
 path = GaussianPath(schedule_from_name("linear"), p_data=target)

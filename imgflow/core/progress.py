@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
 from typing import IO, Any
 
-from tqdm import autonotebook, std
 from tqdm.auto import tqdm
+from tqdm.notebook import tqdm as notebook_tqdm  # not tqdm.autonotebook: importing it prints a TqdmExperimentalWarning
 
 #: False inside no_progress_bars(): every bar is disabled
 _BARS_ALLOWED: ContextVar[bool] = ContextVar("imgflow_progress_bars_allowed", default=True)
@@ -25,7 +25,7 @@ _BARS_ALLOWED: ContextVar[bool] = ContextVar("imgflow_progress_bars_allowed", de
 
 def watched(stream: IO[str] | None = None) -> bool:
     """Whether a person sees what goes to `stream` (default stderr): a terminal, or a notebook's widgets."""
-    if autonotebook.tqdm is not std.tqdm:  # tqdm.auto found a notebook front end: it draws widgets, not text
+    if issubclass(tqdm, notebook_tqdm):  # tqdm.auto found a notebook front end: it draws widgets, not text
         return True
     stream = sys.stderr if stream is None else stream
     try:
