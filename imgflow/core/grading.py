@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Case", "CheckResult", "grade", "reset", "results", "seeded_module", "summary"]
+__all__ = ["Case", "CheckResult", "grade", "loss_value", "reset", "results", "scalar_loss", "seeded_module", "summary"]
 
 Status = Literal["passed", "failed", "not done"]
 
@@ -96,6 +96,24 @@ def summary(verbose: bool = True) -> dict[Status, int]:
     return counts
 
 
+def scalar_loss(loss: Any, no_gradient_hint: str = "") -> Tensor:
+    """A student's loss, checked to be one number that carries a gradient (ValueError saying what is wrong: a float
+    from .item(), a per-sample vector, a detached value); returned as is, shape ()."""
+    if not isinstance(loss, Tensor):
+        raise ValueError(f"the loss must be a tensor (that carries the gradient), got a {type(loss).__name__}: no .item()")
+    if loss.numel() != 1:
+        raise ValueError(f"the loss must be one number (a tensor of shape ()), got {tuple(loss.shape)}: average over the batch")
+    if not loss.requires_grad:
+        raise ValueError("the loss carries no gradient to the network (no .item(), .detach() or torch.no_grad() on the model's "
+                         f"output){no_gradient_hint}")
+    return loss.reshape(())
+
+
+def loss_value(loss_fn: Callable[..., Any]) -> Callable[..., Tensor]:
+    """loss_fn wrapped for `grade`: its `scalar_loss`, detached (a wrong kind of loss becomes a failing verdict)."""
+    return lambda *args: scalar_loss(loss_fn(*args)).detach()
+
+
 def _as_tuple(value: Any) -> tuple[Any, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
@@ -137,7 +155,6 @@ def grade(exercise: str, fn: Callable[..., Any], cases: Sequence[Case], *, atol:
     tensors, `names` naming the parts) within |got - expected| <= atol + rtol |expected|. The first difference
     found is the verdict; NotImplementedError means "not done yet". The verdict is printed and kept."""
     result = _grade(exercise, fn, cases, atol=atol, rtol=rtol, names=names)
-    _RESULTS.pop(exercise, None)
     _RESULTS[exercise] = result
     if verbose:
         print(result)

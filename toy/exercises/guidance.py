@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from imgflow.core import ClassifierFreeGuidance, GaussianPath, flow_matching_loss, schedule_from_name
-from imgflow.core.grading import Case, CheckResult, grade, seeded_module
+from imgflow.core.grading import Case, CheckResult, grade, loss_value, seeded_module
 from toy.models import MLPConditionalField
 
 __all__ = ["check_cfg_loss", "check_drop_labels", "check_guided_velocity"]
@@ -91,19 +91,6 @@ def check_guided_velocity(guided_velocity: Callable[..., Tensor]) -> CheckResult
     return grade("guided velocity", guided_velocity, cases, atol=FIELD_ATOL, rtol=FIELD_RTOL)
 
 
-def _loss_with_gradient_check(cfg_loss: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    def run(*args):
-        loss = cfg_loss(*args)
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-            raise ValueError(f"the loss must be one number (a tensor of shape ()), got {shape}: average over the batch")
-        if not loss.requires_grad:
-            raise ValueError("the loss carries no gradient to the network (is the model's output detached?)")
-        return loss.detach().reshape(())
-
-    return run
-
-
 def _handmade_loss(model, data, labels, drop, t, noise, *, y=None, backwards=False, target_sign=1.0) -> Tensor:
     """The loss of the linear path written out, and its usual misspellings (for the named mistakes)."""
     y = _drop(labels, drop, model.null_label) if y is None else y
@@ -142,4 +129,4 @@ def check_cfg_loss(cfg_loss: Callable[..., Tensor]) -> CheckResult:
                 "the time direction reversed (x_t = t noise + (1 - t) data)": _handmade_loss(*args, backwards=True),
                 "a sum over the coordinates instead of their mean": 2.0 * expected}
         cases.append(Case(args, expected, mistakes=mistakes))
-    return grade("classifier-free-guidance loss", _loss_with_gradient_check(cfg_loss), cases, atol=LOSS_ATOL, rtol=LOSS_RTOL)
+    return grade("classifier-free-guidance loss", loss_value(cfg_loss), cases, atol=LOSS_ATOL, rtol=LOSS_RTOL)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from imgflow.core import FlowMap, GaussianPath, schedule_from_name
-from imgflow.core.grading import Case, CheckResult, grade, seeded_module
+from imgflow.core.grading import Case, CheckResult, grade, scalar_loss, seeded_module
 from imgflow.core.jvp import jvp
 from imgflow.core.mean_flow import mean_flow_loss
 from imgflow.core.solvers import FlowMapSolver
@@ -51,16 +51,11 @@ def _with_gradient(loss_fn: Callable[..., Tensor]) -> Callable[..., tuple[Tensor
     """loss_fn(model, data, noise, t, r) -> (the loss, its gradient in the model's weights, flattened)."""
 
     def run(model: MLPFlowMap, data: Tensor, noise: Tensor, t: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
-        loss = loss_fn(model, data, noise, t, r)
-        if not isinstance(loss, Tensor) or loss.numel() != 1:
-            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-            raise ValueError(f"the loss must be one number (a tensor of shape ()), got {shape}: average over the batch")
-        if not loss.requires_grad:
-            raise ValueError("the loss carries no gradient to the network: detach only the target, not u")
+        loss = scalar_loss(loss_fn(model, data, noise, t, r), no_gradient_hint=": detach only the target, not u")
         params = list(model.parameters())
-        grads = torch.autograd.grad(loss.reshape(()), params, allow_unused=True)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
         flat = torch.cat([(torch.zeros_like(p) if g is None else g).flatten() for p, g in zip(params, grads)])
-        return loss.detach().reshape(()), flat
+        return loss.detach(), flat
 
     return run
 

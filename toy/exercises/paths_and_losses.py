@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from imgflow.core import GaussianPath, convert, flow_matching_loss, schedule_from_name, score_matching_loss
-from imgflow.core.grading import Case, CheckResult, grade, seeded_module
+from imgflow.core.grading import Case, CheckResult, grade, loss_value, seeded_module
 from toy.models import MLPScore, MLPVectorField
 
 __all__ = [
@@ -146,20 +146,18 @@ def _loss_inputs(seed: int, batch: int, t_max: float) -> tuple[Tensor, Tensor, T
     return z, t[:, 0], eps
 
 
-def _one_number(loss_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """loss_fn's value, refused (a failing verdict saying why) unless it is one number that carries a gradient."""
-
-    def run(model: torch.nn.Module, *args: Tensor) -> Tensor:
-        loss = loss_fn(model, *args)
-        if not isinstance(loss, Tensor):
-            raise ValueError(f"the loss must be a tensor (that carries the gradient), got a {type(loss).__name__}: no .item()")
-        if loss.numel() != 1:
-            raise ValueError(f"the loss must be one number (a tensor of shape ()), got {tuple(loss.shape)}: average over the batch")
-        if not loss.requires_grad:
-            raise ValueError("the loss carries no gradient to the network (no .item(), .detach() or torch.no_grad() on the model's output)")
-        return loss.detach().reshape(())
-
-    return run
+def _loss_cases(model_class: type, library_loss: Callable[..., Tensor], handmade: Callable[..., Tensor],
+                mistakes: dict[str, dict], seeds: tuple[int, int], t_max: float) -> list[Case]:
+    """Two batches (64 and 96 rows) on fixed networks: the library's loss as the reference, `handmade(**kw)` for each
+    named mistake."""
+    cases = []
+    for seed, batch in zip(seeds, (64, 96)):
+        model, (z, t, eps) = _seeded(model_class, seed), _loss_inputs(seed + 100, batch, t_max=t_max)
+        with torch.no_grad():
+            expected = library_loss(model, _LINEAR, z, t, noise=eps)
+            wrong = {name: handmade(model, z, t, eps, **kw) for name, kw in mistakes.items()}
+        cases.append(Case((model, z, t, eps), expected, mistakes=wrong))
+    return cases
 
 
 def _fm_handmade(model, z, t, eps, *, backwards=False, target_sign=1.0, at_data=False, reduce="mean") -> Tensor:
@@ -184,14 +182,8 @@ def check_flow_matching_loss(flow_matching_loss_fn: Callable[..., Tensor]) -> Ch
         "the model evaluated at the data z instead of at x_t": dict(at_data=True),
         "a sum over the 2 coordinates where the mean goes": dict(reduce="sum"),
     }
-    cases = []
-    for seed, batch in ((10, 64), (11, 96)):
-        model, (z, t, eps) = _seeded(MLPVectorField, seed), _loss_inputs(seed + 100, batch, t_max=1.0)
-        with torch.no_grad():
-            expected = flow_matching_loss(model, _LINEAR, z, t, noise=eps)
-            wrong = {name: _fm_handmade(model, z, t, eps, **kw) for name, kw in mistakes.items()}
-        cases.append(Case((model, z, t, eps), expected, mistakes=wrong))
-    return grade("flow-matching loss", _one_number(flow_matching_loss_fn), cases, atol=LOSS_ATOL, rtol=LOSS_RTOL,
+    cases = _loss_cases(MLPVectorField, flow_matching_loss, _fm_handmade, mistakes, seeds=(10, 11), t_max=1.0)
+    return grade("flow-matching loss", loss_value(flow_matching_loss_fn), cases, atol=LOSS_ATOL, rtol=LOSS_RTOL,
                  names=("loss",))
 
 
@@ -220,14 +212,8 @@ def check_score_matching_loss(score_matching_loss_fn: Callable[..., Tensor]) -> 
         "a sum over the 2 coordinates where the mean goes": dict(reduce="sum"),
         "x_t = t eps + (1 - t) z: the path run backwards (here t = 0 is noise, t = 1 data)": dict(backwards=True),
     }
-    cases = []
-    for seed, batch in ((12, 64), (13, 96)):
-        model, (z, t, eps) = _seeded(MLPScore, seed), _loss_inputs(seed + 100, batch, t_max=0.9)
-        with torch.no_grad():
-            expected = score_matching_loss(model, _LINEAR, z, t, noise=eps)
-            wrong = {name: _sm_handmade(model, z, t, eps, **kw) for name, kw in mistakes.items()}
-        cases.append(Case((model, z, t, eps), expected, mistakes=wrong))
-    return grade("score-matching loss", _one_number(score_matching_loss_fn), cases, atol=LOSS_ATOL, rtol=LOSS_RTOL,
+    cases = _loss_cases(MLPScore, score_matching_loss, _sm_handmade, mistakes, seeds=(12, 13), t_max=0.9)
+    return grade("score-matching loss", loss_value(score_matching_loss_fn), cases, atol=LOSS_ATOL, rtol=LOSS_RTOL,
                  names=("loss",))
 
 
